@@ -1,0 +1,1 @@
+//! Pure hyperparameter search (work in progress).
