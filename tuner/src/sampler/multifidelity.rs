@@ -1,0 +1,88 @@
+//! BOHB-like model-based multi-fidelity sampling: the inner sampler learns from the highest
+//! budget that has enough results.
+//!
+//! # References
+//! Falkner et al. (2018), "BOHB: Robust and Efficient Hyperparameter Optimization at Scale",
+//! ICML. BOHB fits its KDE on the largest budget with at least `d + 1` observations (plus
+//! enough for both the good and the bad set) and samples a random fraction of configs.
+//!
+//! Here the inner sampler (TPE by default) sees a synthetic history in which every trial that
+//! reached the chosen budget `b` is `Complete` with its rung value at `b` (its first report at
+//! a step `>= b`, or its final value for trials completed at full budget); pending trials stay
+//! pending for constant liar. This avoids the bias of ranking pruned trials by depth, which
+//! favours fast learners (see the `hard` LCSim variant).
+
+use rand::Rng;
+
+use super::{RandomSampler, Sampler};
+use crate::history::{History, TrialNumber, TrialState, TrialView};
+use crate::space::{Params, SearchSpace};
+use crate::TunerRng;
+
+/// Multi-fidelity wrapper around a model-based sampler.
+pub struct MultiFidelitySampler {
+    inner: Box<dyn Sampler>,
+    /// Budgets (rung milestones), ascending, ending with the full resource.
+    budgets: Vec<u64>,
+    /// Minimum observations at a budget for it to be modelled (BOHB: `d + 1`, at least this).
+    pub min_points: usize,
+    /// Probability of a plain random proposal (BOHB's `random_fraction`).
+    pub random_fraction: f64,
+}
+
+impl MultiFidelitySampler {
+    /// Wraps `inner`; `budgets` are the scheduler's milestones plus the full resource.
+    pub fn new(inner: Box<dyn Sampler>, mut budgets: Vec<u64>) -> Self {
+        budgets.sort_unstable();
+        budgets.dedup();
+        MultiFidelitySampler { inner, budgets, min_points: 10, random_fraction: 0.1 }
+    }
+}
+
+impl Sampler for MultiFidelitySampler {
+    fn sample(&self, space: &SearchSpace, history: &History<'_>, number: TrialNumber, rng: &mut TunerRng) -> Params {
+        let random = rng.random::<f64>() < self.random_fraction;
+        if random {
+            return RandomSampler.sample(space, history, number, rng);
+        }
+        let need = self.min_points.max(space.params().len() + 2);
+        let full = self.budgets.last().copied().unwrap_or(u64::MAX);
+        let value_at = |t: &TrialView, b: u64| -> Option<f64> {
+            if t.state == TrialState::Failed {
+                return None;
+            }
+            if b == full {
+                if let Some(v) = t.complete_value() {
+                    return Some(v);
+                }
+            }
+            t.intermediate.range(b..).next().map(|(_, v)| *v).filter(|v| !v.is_nan())
+        };
+        for &b in self.budgets.iter().rev() {
+            let n = history.trials.iter().filter(|t| value_at(t, b).is_some()).count();
+            if n < need {
+                continue;
+            }
+            let synthetic: Vec<TrialView> = history
+                .trials
+                .iter()
+                .filter_map(|t| match value_at(t, b) {
+                    Some(v) => Some(TrialView {
+                        number: t.number,
+                        params: t.params.clone(),
+                        state: TrialState::Complete,
+                        value: Some(v),
+                        intermediate: Default::default(),
+                    }),
+                    // Trials still training (or paused below b) act as pending.
+                    None if matches!(t.state, TrialState::Running) => Some(TrialView::running(t.number, t.params.clone())),
+                    None => None,
+                })
+                .collect();
+            return self.inner.sample(space, &History::new(history.direction, &synthetic), number, rng);
+        }
+        let pending: Vec<TrialView> =
+            history.running().map(|t| TrialView::running(t.number, t.params.clone())).collect();
+        self.inner.sample(space, &History::new(history.direction, &pending), number, rng)
+    }
+}
