@@ -1,0 +1,33 @@
+//! Application state shared by every request.
+
+use std::sync::Arc;
+
+use crate::artifacts::Artifacts;
+use crate::store::Store;
+
+/// Application-wide components.
+#[derive(Debug)]
+pub struct App {
+    /// Metadata: SQLite by default, Postgres for several replicas.
+    pub store: Store,
+    /// Artifact bytes behind `object_store`.
+    pub artifacts: Artifacts,
+}
+
+/// Cheap-to-clone handle that handlers take as `State(app): State<AppState>`.
+#[derive(Clone, Debug)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Wraps the components.
+    pub fn new(store: Store, artifacts: Artifacts) -> Self {
+        AppState(Arc::new(App { store, artifacts }))
+    }
+}

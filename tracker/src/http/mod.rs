@@ -1,0 +1,88 @@
+//! HTTP routes. Each submodule owns its `router()`; this module joins them, adds the shared
+//! extractor for MLflow requests and the fallback for unknown endpoints.
+
+pub mod artifacts;
+pub mod mlflow;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::Method;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use http_body_util::BodyExt;
+
+use crate::error::Error;
+use crate::AppState;
+
+/// Largest JSON request body accepted. MLflow caps log-batch at 1 MB; other requests are smaller.
+/// Artifact uploads stream and are not limited by this.
+pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+
+/// The version `/version` reports: the MLflow protocol version this server speaks.
+pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new().merge(mlflow::router()).merge(artifacts::router());
+    Router::new()
+        // The mlflow client uses /api; MLflow's own web UI uses the /ajax-api mirror.
+        .nest("/api", api.clone())
+        .nest("/ajax-api", api)
+        .route("/health", get(|| async { "OK" }))
+        .route("/version", get(|| async { MLFLOW_COMPAT_VERSION }))
+        .fallback(endpoint_not_found)
+        .with_state(state)
+}
+
+async fn endpoint_not_found(method: Method, uri: axum::http::Uri) -> impl IntoResponse {
+    Error::EndpointNotFound(format!("No endpoint {method} {}", uri.path()))
+}
+
+/// An MLflow request: the JSON body of a POST/PATCH/DELETE, or the query string of a GET, read into
+/// one [`api::mlflow::Request`]. Malformed input becomes an MLflow error body, never a 5xx.
+pub struct MlflowRequest(pub api::mlflow::Request);
+
+impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Error> {
+        let value = if req.method() == Method::GET || req.method() == Method::HEAD {
+            query_to_json(req.uri().query().unwrap_or(""))
+        } else {
+            let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
+                .collect()
+                .await
+                .map_err(|_| Error::InvalidParameter(format!("Request body exceeds the limit of {MAX_JSON_BODY} bytes")))?
+                .to_bytes();
+            if body.iter().all(u8::is_ascii_whitespace) {
+                serde_json::Value::Object(Default::default())
+            } else {
+                serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| Error::BadRequest(format!("Malformed JSON in request body: {e}")))?
+            }
+        };
+        if !value.is_object() {
+            return Err(Error::BadRequest("The request body must be a JSON object".into()));
+        }
+        let parsed = serde_json::from_value(value).map_err(|e| Error::InvalidParameter(format!("Invalid value in request: {e}")))?;
+        Ok(MlflowRequest(parsed))
+    }
+}
+
+/// A query string as a JSON object: every value a string, a repeated key a list of strings.
+pub fn query_to_json(query: &str) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let v = serde_json::Value::String(v.into_owned());
+        match map.get_mut(k.as_ref()) {
+            None => {
+                map.insert(k.into_owned(), v);
+            }
+            Some(serde_json::Value::Array(list)) => list.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = serde_json::Value::Array(vec![first, v]);
+            }
+        }
+    }
+    serde_json::Value::Object(map)
+}

@@ -1,0 +1,235 @@
+//! The metadata store: all SQL of the tracker lives under this module.
+//!
+//! One implementation serves SQLite and Postgres through sqlx's `any` driver: the schema and
+//! almost every statement are the same in both dialects (`$n` placeholders, `on conflict`,
+//! `returning`), and the few differences are branches on [`Dialect`]. That keeps one code path to
+//! test, and the conformance suite (`tests/store_conformance.rs`) runs it on both databases.
+//! Queries are checked at run time, not by `query!`, because `query!` cannot check one statement
+//! against two databases.
+//!
+//! SQLite allows one writer at a time. Writes therefore go through a pool of one connection
+//! (`write`), so concurrent requests queue in the pool instead of failing with `SQLITE_BUSY`, while
+//! reads use a pool of several connections under WAL. On Postgres both pools are the same pool.
+
+pub mod experiments;
+pub mod logged_models;
+pub mod runs;
+pub mod search_sql;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use search_sql::Dialect;
+
+/// A store error. Handlers map these to MLflow error codes in `crate::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The entity does not exist; the message is MLflow's.
+    #[error("{0}")]
+    NotFound(String),
+    /// The entity exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request breaks a rule of the data (changing a param, logging to a deleted run).
+    #[error("{0}")]
+    Invalid(String),
+    /// A concurrent change won (stale lease, lost race).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Result with the store's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether an error is a unique-constraint violation (Postgres 23505, SQLite's "UNIQUE constraint
+/// failed"), the signal for "already exists".
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() || db.message().contains("UNIQUE constraint failed") || db.code().as_deref() == Some("23505")
+        }
+        _ => false,
+    }
+}
+
+/// The metadata store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dialect: Dialect,
+    /// Reads (several connections).
+    read: AnyPool,
+    /// Writes: a single connection on SQLite, the read pool on Postgres.
+    write: AnyPool,
+}
+
+/// Where the metadata lives, parsed from `--backend-store-uri`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendUri {
+    /// A SQLite file (created when missing).
+    Sqlite(std::path::PathBuf),
+    /// A Postgres URL, passed to sqlx as is.
+    Postgres(String),
+}
+
+impl BackendUri {
+    /// Parses the URI forms `mlflow server` accepts: `sqlite:///abs/path`, `sqlite://rel/path`,
+    /// `postgresql://...` or `postgres://...`, and a plain path to a SQLite file.
+    pub fn parse(uri: &str) -> std::result::Result<Self, String> {
+        if let Some(rest) = uri.strip_prefix("sqlite://") {
+            // `sqlite:///abs` keeps its leading slash; `sqlite://rel` is relative to the CWD.
+            if rest.is_empty() {
+                return Err("`--backend-store-uri`: a sqlite URI needs a file path".into());
+            }
+            if rest == ":memory:" || rest.starts_with("/:memory:") {
+                return Err("`--backend-store-uri`: an in-memory SQLite database would lose everything on restart; give a file path".into());
+            }
+            Ok(BackendUri::Sqlite(rest.into()))
+        } else if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
+            Ok(BackendUri::Postgres(uri.to_owned()))
+        } else if uri.contains("://") {
+            Err(format!("`--backend-store-uri`: unsupported scheme in '{uri}'; use sqlite:///path or postgresql://..."))
+        } else {
+            Ok(BackendUri::Sqlite(uri.into()))
+        }
+    }
+}
+
+impl Store {
+    /// Connects, creating a SQLite file if needed, and runs the migrations (idempotent: applied
+    /// versions are recorded and skipped).
+    pub async fn open(uri: &BackendUri) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let store = match uri {
+            BackendUri::Sqlite(path) => {
+                if let Some(parent) = path.parent() {
+                    if !parent.as_os_str().is_empty() {
+                        std::fs::create_dir_all(parent).map_err(|e| Error::Db(sqlx::Error::Io(e)))?;
+                    }
+                }
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                let opts = AnyConnectOptions::from_str(&url)?;
+                let pool = |max: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // WAL lets readers run beside the writer; NORMAL sync is durable
+                                // across process crashes (the WAL is fsynced at checkpoints).
+                                conn.execute("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 10000; pragma foreign_keys = on; pragma case_sensitive_like = on;")
+                                    .await?;
+                                Ok(())
+                            })
+                        })
+                        .connect_with(opts.clone())
+                };
+                let write = pool(1).await?;
+                // Migrate before the read pool exists so its connections see the final schema.
+                sqlx::migrate!("../migrations/sqlite").run(&write).await.map_err(migrate_error)?;
+                let read = pool(8).await?;
+                Store { dialect: Dialect::Sqlite, read, write }
+            }
+            BackendUri::Postgres(url) => {
+                let opts = AnyConnectOptions::from_str(url)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await?;
+                sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(migrate_error)?;
+                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool }
+            }
+        };
+        Ok(store)
+    }
+
+    /// Which SQL dialect the store speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Pool statistics for `/metrics`: (connections open, idle connections), reads and writes.
+    pub fn pool_stats(&self) -> [(&'static str, u32, usize); 2] {
+        [("read", self.read.size(), self.read.num_idle()), ("write", self.write.size(), self.write.num_idle())]
+    }
+
+    /// Checks that the database answers (for `/health`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("select 1").execute(&self.read).await?;
+        Ok(())
+    }
+}
+
+fn migrate_error(e: sqlx::migrate::MigrateError) -> Error {
+    Error::Db(sqlx::Error::Migrate(Box::new(e)))
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `$first, $first+1, ...` for `count` values.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// An opaque page token for offset paging: base64 of `{"offset": N}`, MLflow's own form, so a
+/// token from either server means the same.
+pub(crate) fn encode_offset_token(offset: i64) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{{\"offset\": {offset}}}"))
+}
+
+/// Reads an offset page token; a token that does not decode is the client's error.
+pub(crate) fn decode_offset_token(token: Option<&str>) -> Result<i64> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else { return Ok(0) };
+    let invalid = || Error::Invalid(format!("Invalid page token, could not base64-decode '{token}'"));
+    let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| invalid())?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    v.get("offset").and_then(|o| o.as_i64()).filter(|o| *o >= 0).ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_uris_parse_like_mlflow() {
+        assert_eq!(BackendUri::parse("sqlite:///abs/x.db").unwrap(), BackendUri::Sqlite("/abs/x.db".into()));
+        assert_eq!(BackendUri::parse("sqlite://rel/x.db").unwrap(), BackendUri::Sqlite("rel/x.db".into()));
+        assert_eq!(BackendUri::parse("postgresql://u@h/db").unwrap(), BackendUri::Postgres("postgresql://u@h/db".into()));
+        assert!(BackendUri::parse("mysql://h/db").unwrap_err().contains("unsupported scheme"));
+        assert!(BackendUri::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn offset_tokens_round_trip_and_reject_garbage() {
+        assert_eq!(decode_offset_token(Some(&encode_offset_token(42))).unwrap(), 42);
+        assert_eq!(decode_offset_token(None).unwrap(), 0);
+        assert!(decode_offset_token(Some("!!!")).is_err());
+        assert!(decode_offset_token(Some(&base64::engine::general_purpose::STANDARD.encode("{\"offset\": -1}"))).is_err());
+    }
+
+    #[test]
+    fn both_migration_trees_list_the_same_versions() {
+        let versions = |dir: &str| {
+            let mut v: Vec<String> = std::fs::read_dir(format!("{}/../migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(versions("sqlite"), versions("postgres"));
+    }
+}

@@ -1,0 +1,587 @@
+//! Runs and everything logged to them: params, tags, metrics (history and latest), inputs, outputs.
+
+use std::collections::BTreeMap;
+
+use api::mlflow::{Dataset, DatasetInput, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunOutputs, Tag};
+use base64::Engine;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::experiments::{parse_experiment_id, ViewType};
+use super::search_sql::{self, bind_all};
+use super::{decode_offset_token, encode_offset_token, now_ms, placeholders, Error, Result, Store};
+use crate::search::{RunClause, RunOrder};
+
+/// MLflow stores +-inf as the largest finite doubles; clients and filters rely on that.
+pub const MAX_DOUBLE: f64 = f64::MAX;
+
+/// A metric point ready to store: value finite or NaN, timestamp and step resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMetric {
+    /// Metric name.
+    pub key: String,
+    /// Value; infinities are clamped to +-f64::MAX before storing.
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    /// Step.
+    pub step: i64,
+    /// Optional dataset name.
+    pub dataset_name: Option<String>,
+    /// Optional dataset digest.
+    pub dataset_digest: Option<String>,
+    /// Optional logged model.
+    pub model_id: Option<String>,
+}
+
+/// Fields of a new run.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    /// Owning experiment ("0" when absent).
+    pub experiment_id: String,
+    /// Who starts it.
+    pub user_id: String,
+    /// Display name; generated when absent.
+    pub run_name: Option<String>,
+    /// Start in ms; now when absent.
+    pub start_time: Option<i64>,
+    /// Initial tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// One page of runs.
+#[derive(Debug)]
+pub struct RunPage {
+    /// The runs of the page, fully hydrated.
+    pub runs: Vec<Run>,
+    /// Token of the next page, if there is one.
+    pub next_page_token: Option<String>,
+}
+
+/// One page of a metric's history.
+#[derive(Debug)]
+pub struct HistoryPage {
+    /// Points in (timestamp, step) order.
+    pub metrics: Vec<Metric>,
+    /// Token of the next page, if there is one.
+    pub next_page_token: Option<String>,
+}
+
+const RUN_COLUMNS: &str = "r.run_uuid, r.experiment_id, r.run_name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
+
+fn run_info_from_row(row: &AnyRow) -> Result<RunInfo> {
+    let id: String = row.try_get(0)?;
+    Ok(RunInfo {
+        run_uuid: id.clone(),
+        run_id: id,
+        experiment_id: row.try_get::<i64, _>(1)?.to_string(),
+        run_name: row.try_get(2)?,
+        user_id: row.try_get(3)?,
+        status: row.try_get(4)?,
+        start_time: row.try_get(5)?,
+        end_time: row.try_get(6)?,
+        artifact_uri: row.try_get(7)?,
+        lifecycle_stage: row.try_get(8)?,
+    })
+}
+
+/// The run statuses MLflow knows.
+pub const RUN_STATUSES: [&str; 5] = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
+
+/// A readable, random run name such as `brave-otter-417`, as MLflow generates when none is given.
+fn generate_run_name() -> String {
+    use rand::Rng;
+    const ADJECTIVES: [&str; 16] = [
+        "brave", "calm", "clever", "bold", "bright", "gentle", "keen", "lively", "merry", "nimble", "quiet", "rare", "swift", "tidy", "vivid", "wise",
+    ];
+    const NOUNS: [&str; 16] = [
+        "otter", "heron", "lynx", "crane", "finch", "gull", "hare", "ibis", "koi", "mole", "newt", "owl", "panda", "robin", "seal", "wren",
+    ];
+    let mut rng = rand::rng();
+    format!(
+        "{}-{}-{}",
+        ADJECTIVES[rng.random_range(0..ADJECTIVES.len())],
+        NOUNS[rng.random_range(0..NOUNS.len())],
+        rng.random_range(0..1000)
+    )
+}
+
+impl Store {
+    /// Creates a run in an active experiment.
+    pub async fn create_run(&self, new: NewRun) -> Result<Run> {
+        let exp = self.get_experiment(&new.experiment_id).await?;
+        if exp.lifecycle_stage != "active" {
+            return Err(Error::Invalid(format!(
+                "The experiment {} must be in the 'active' state. Current state is {}.",
+                exp.experiment_id, exp.lifecycle_stage
+            )));
+        }
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        let tag_name = new.tags.iter().find(|(k, _)| k == "mlflow.runName").map(|(_, v)| v.clone());
+        let run_name = new.run_name.filter(|n| !n.is_empty()).or(tag_name).unwrap_or_else(generate_run_name);
+        let mut tags: BTreeMap<String, String> = new.tags.into_iter().collect();
+        tags.insert("mlflow.runName".into(), run_name.clone());
+        let artifact_uri = format!("{}/{run_id}/artifacts", exp.artifact_location.trim_end_matches('/'));
+        let start_time = new.start_time.unwrap_or_else(now_ms);
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "insert into run (run_uuid, experiment_id, run_name, user_id, status, start_time, artifact_uri, lifecycle_stage) values ($1, $2, $3, $4, 'RUNNING', $5, $6, 'active')",
+        )
+        .bind(&run_id)
+        .bind(parse_experiment_id(&exp.experiment_id)?)
+        .bind(&run_name)
+        .bind(&new.user_id)
+        .bind(start_time)
+        .bind(&artifact_uri)
+        .execute(&mut *tx)
+        .await?;
+        upsert_tags(&mut tx, &run_id, tags.iter()).await?;
+        tx.commit().await?;
+        self.get_run(&run_id).await
+    }
+
+    /// A run's metadata alone.
+    pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
+        let row = sqlx::query(&format!("select {RUN_COLUMNS} from run r where r.run_uuid = $1"))
+            .bind(run_id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))?;
+        run_info_from_row(&row)
+    }
+
+    /// A run with its params, tags, latest metrics, inputs and outputs.
+    pub async fn get_run(&self, run_id: &str) -> Result<Run> {
+        let info = self.get_run_info(run_id).await?;
+        let mut runs = self.hydrate(vec![info]).await?;
+        Ok(runs.remove(0))
+    }
+
+    /// Loads data, inputs and outputs of many runs with one query per table.
+    async fn hydrate(&self, infos: Vec<RunInfo>) -> Result<Vec<Run>> {
+        let mut runs: Vec<Run> = infos
+            .into_iter()
+            .map(|info| Run { info, data: RunData::default(), inputs: RunInputs::default(), outputs: RunOutputs::default() })
+            .collect();
+        if runs.is_empty() {
+            return Ok(runs);
+        }
+        let index: BTreeMap<String, usize> = runs.iter().enumerate().map(|(i, r)| (r.info.run_id.clone(), i)).collect();
+        let ids: Vec<&String> = index.keys().collect();
+        let list = placeholders(1, ids.len());
+        let params_sql = format!("select run_uuid, key, value from param where run_uuid in ({list}) order by key");
+        let tags_sql = format!("select run_uuid, key, value from tag where run_uuid in ({list}) order by key");
+        let metrics_sql = format!("select run_uuid, key, value, is_nan, timestamp, step from latest_metric where run_uuid in ({list}) order by key");
+        let inputs_sql = format!(
+            "select i.run_uuid, i.tags_json, d.name, d.digest, d.source_type, d.source, d.schema, d.profile from run_input i join dataset d on d.dataset_uuid = i.dataset_uuid where i.run_uuid in ({list}) order by d.name, d.digest"
+        );
+        let outputs_sql = format!("select run_uuid, model_id, step from run_output where run_uuid in ({list}) order by step, model_id");
+        for row in bind_ids(&params_sql, &ids).fetch_all(&self.read).await? {
+            let run: String = row.try_get(0)?;
+            runs[index[&run]].data.params.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
+        }
+        for row in bind_ids(&tags_sql, &ids).fetch_all(&self.read).await? {
+            let run: String = row.try_get(0)?;
+            runs[index[&run]].data.tags.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
+        }
+        for row in bind_ids(&metrics_sql, &ids).fetch_all(&self.read).await? {
+            let run: String = row.try_get(0)?;
+            runs[index[&run]].data.metrics.push(metric_from_row(&row, 1)?);
+        }
+        for row in bind_ids(&inputs_sql, &ids).fetch_all(&self.read).await? {
+            let run: String = row.try_get(0)?;
+            let tags_json: String = row.try_get(1)?;
+            let tags: Vec<Tag> = serde_json::from_str(&tags_json).unwrap_or_default();
+            runs[index[&run]].inputs.dataset_inputs.push(DatasetInput {
+                tags,
+                dataset: Dataset {
+                    name: row.try_get(2)?,
+                    digest: row.try_get(3)?,
+                    source_type: row.try_get(4)?,
+                    source: row.try_get(5)?,
+                    schema: row.try_get(6)?,
+                    profile: row.try_get(7)?,
+                },
+            });
+        }
+        for row in bind_ids(&outputs_sql, &ids).fetch_all(&self.read).await? {
+            let run: String = row.try_get(0)?;
+            runs[index[&run]].outputs.model_outputs.push(ModelOutput { model_id: Some(row.try_get(1)?), step: Some(row.try_get(2)?) });
+        }
+        Ok(runs)
+    }
+
+    /// Updates status, end time and name of a run.
+    pub async fn update_run(&self, run_id: &str, status: Option<&str>, end_time: Option<i64>, run_name: Option<&str>) -> Result<RunInfo> {
+        let info = self.get_run_info(run_id).await?;
+        check_active(&info)?;
+        let mut tx = self.write.begin().await?;
+        sqlx::query("update run set status = coalesce($1, status), end_time = coalesce($2, end_time), run_name = coalesce($3, run_name) where run_uuid = $4")
+            .bind(status)
+            .bind(end_time)
+            .bind(run_name)
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(name) = run_name {
+            upsert_tags(&mut tx, run_id, [(&"mlflow.runName".to_owned(), &name.to_owned())].into_iter()).await?;
+        }
+        tx.commit().await?;
+        self.get_run_info(run_id).await
+    }
+
+    /// Marks a run deleted or active again.
+    pub async fn set_run_lifecycle(&self, run_id: &str, stage: &str) -> Result<()> {
+        self.get_run_info(run_id).await?;
+        let deleted_time = if stage == "deleted" { Some(now_ms()) } else { None };
+        sqlx::query("update run set lifecycle_stage = $1, deleted_time = $2 where run_uuid = $3")
+            .bind(stage)
+            .bind(deleted_time)
+            .bind(run_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Logs metrics, params and tags in one transaction: all of them or none.
+    ///
+    /// Params are immutable: re-logging the same value is a no-op, another value is refused.
+    /// The latest-metric table is updated in the same transaction, keeping MLflow's rule for
+    /// "latest": the highest (step, timestamp, value).
+    pub async fn log_batch(&self, run_id: &str, metrics: &[NewMetric], params: &[(String, String)], tags: &[(String, String)]) -> Result<()> {
+        let info = self.get_run_info(run_id).await?;
+        check_active(&info)?;
+        let mut tx = self.write.begin().await?;
+        if !params.is_empty() {
+            insert_params(&mut tx, run_id, params).await?;
+        }
+        if !tags.is_empty() {
+            upsert_tags(&mut tx, run_id, tags.iter().map(|(k, v)| (k, v))).await?;
+            if let Some((_, name)) = tags.iter().rev().find(|(k, _)| k == "mlflow.runName") {
+                sqlx::query("update run set run_name = $1 where run_uuid = $2").bind(name).bind(run_id).execute(&mut *tx).await?;
+            }
+        }
+        if !metrics.is_empty() {
+            insert_metrics(&mut tx, run_id, metrics).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a run tag.
+    pub async fn delete_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        let info = self.get_run_info(run_id).await?;
+        check_active(&info)?;
+        let res = sqlx::query("delete from tag where run_uuid = $1 and key = $2").bind(run_id).bind(key).execute(&self.write).await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("No tag with name: {key} in run with id {run_id}")));
+        }
+        Ok(())
+    }
+
+    /// A page of one metric's history in (timestamp, step) order.
+    ///
+    /// Paging is keyset paging on (timestamp, step, metric_id): a page costs the same however deep
+    /// it is, and the token stays valid while points are appended.
+    pub async fn metric_history(&self, run_id: &str, key: &str, max_results: Option<i64>, page_token: Option<&str>) -> Result<HistoryPage> {
+        self.get_run_info(run_id).await?;
+        let after = decode_history_token(page_token)?;
+        let limit = max_results.unwrap_or(i64::MAX / 2);
+        let mut sql = String::from("select key, value, is_nan, timestamp, step, metric_id from metric where run_uuid = $1 and key = $2");
+        if after.is_some() {
+            sql.push_str(" and (timestamp, step, metric_id) > ($3, $4, $5)");
+        }
+        sql.push_str(&format!(" order by timestamp, step, metric_id limit {}", limit.saturating_add(1)));
+        let mut q = sqlx::query(&sql).bind(run_id).bind(key);
+        if let Some((ts, step, id)) = after {
+            q = q.bind(ts).bind(step).bind(id);
+        }
+        let rows = q.fetch_all(&self.read).await?;
+        let mut metrics = Vec::with_capacity(rows.len().min(limit as usize));
+        let mut last = None;
+        for (i, row) in rows.iter().enumerate() {
+            if i as i64 == limit {
+                break;
+            }
+            let m = metric_from_row(row, 0)?;
+            last = Some((m.timestamp, m.step, row.try_get::<i64, _>(5)?));
+            metrics.push(m);
+        }
+        let next_page_token = if rows.len() as i64 > limit { last.map(encode_history_token) } else { None };
+        Ok(HistoryPage { metrics, next_page_token })
+    }
+
+    /// Searches runs of some experiments with a parsed filter and order.
+    pub async fn search_runs(
+        &self,
+        experiment_ids: &[String],
+        filter: &[RunClause],
+        order: &[RunOrder],
+        view: ViewType,
+        max_results: i64,
+        page_token: Option<&str>,
+    ) -> Result<RunPage> {
+        let offset = decode_offset_token(page_token)?;
+        let ids = experiment_ids.iter().map(|id| parse_experiment_id(id)).collect::<Result<Vec<_>>>()?;
+        if ids.is_empty() {
+            return Ok(RunPage { runs: Vec::new(), next_page_token: None });
+        }
+        let where_frag = search_sql::run_filter_sql(filter, self.dialect, 1 + ids.len());
+        let order_frag = search_sql::run_order_sql(order, self.dialect, 1 + ids.len() + where_frag.binds.len());
+        let sql = format!(
+            "select {RUN_COLUMNS} from run r where r.experiment_id in ({}){}{} order by {} limit {} offset {}",
+            placeholders(1, ids.len()),
+            view.sql("r"),
+            where_frag.sql,
+            order_frag.sql,
+            max_results + 1,
+            offset
+        );
+        let mut q = sqlx::query(&sql);
+        for id in &ids {
+            q = q.bind(*id);
+        }
+        let q = bind_all(bind_all(q, &where_frag.binds), &order_frag.binds);
+        let rows = q.fetch_all(&self.read).await?;
+        let mut infos = rows.iter().map(run_info_from_row).collect::<Result<Vec<_>>>()?;
+        let next_page_token = if infos.len() as i64 > max_results {
+            infos.truncate(max_results as usize);
+            Some(encode_offset_token(offset + max_results))
+        } else {
+            None
+        };
+        Ok(RunPage { runs: self.hydrate(infos).await?, next_page_token })
+    }
+
+    /// Records datasets (deduplicated per experiment by name and digest) as inputs of a run.
+    pub async fn log_inputs(&self, run_id: &str, inputs: &[DatasetInput]) -> Result<()> {
+        let info = self.get_run_info(run_id).await?;
+        check_active(&info)?;
+        let experiment_id = parse_experiment_id(&info.experiment_id)?;
+        let mut tx = self.write.begin().await?;
+        for input in inputs {
+            let d = &input.dataset;
+            let new_uuid = uuid::Uuid::new_v4().simple().to_string();
+            sqlx::query(
+                "insert into dataset (dataset_uuid, experiment_id, name, digest, source_type, source, schema, profile) values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (experiment_id, name, digest) do nothing",
+            )
+            .bind(&new_uuid)
+            .bind(experiment_id)
+            .bind(&d.name)
+            .bind(&d.digest)
+            .bind(&d.source_type)
+            .bind(&d.source)
+            .bind(&d.schema)
+            .bind(&d.profile)
+            .execute(&mut *tx)
+            .await?;
+            let dataset_uuid: String = sqlx::query_scalar("select dataset_uuid from dataset where experiment_id = $1 and name = $2 and digest = $3")
+                .bind(experiment_id)
+                .bind(&d.name)
+                .bind(&d.digest)
+                .fetch_one(&mut *tx)
+                .await?;
+            let tags_json = serde_json::to_string(&input.tags).unwrap_or_else(|_| "[]".into());
+            sqlx::query("insert into run_input (run_uuid, dataset_uuid, tags_json) values ($1, $2, $3) on conflict (run_uuid, dataset_uuid) do update set tags_json = excluded.tags_json")
+                .bind(run_id)
+                .bind(&dataset_uuid)
+                .bind(&tags_json)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records logged models as outputs of a run.
+    pub async fn log_outputs(&self, run_id: &str, models: &[(String, i64)]) -> Result<()> {
+        let info = self.get_run_info(run_id).await?;
+        check_active(&info)?;
+        let mut tx = self.write.begin().await?;
+        for (model_id, step) in models {
+            sqlx::query("insert into run_output (run_uuid, model_id, step) values ($1, $2, $3) on conflict (run_uuid, model_id) do update set step = excluded.step")
+                .bind(run_id)
+                .bind(model_id)
+                .bind(*step)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A query over `run_uuid in (...)` with the run ids bound in order.
+fn bind_ids<'q>(sql: &'q str, ids: &[&String]) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let mut q = sqlx::query(sql);
+    for id in ids {
+        q = q.bind((*id).clone());
+    }
+    q
+}
+
+fn check_active(info: &RunInfo) -> Result<()> {
+    if info.lifecycle_stage != "active" {
+        return Err(Error::Invalid(format!(
+            "The run {} must be in the 'active' state. Current state is {}.",
+            info.run_id, info.lifecycle_stage
+        )));
+    }
+    Ok(())
+}
+
+fn metric_from_row(row: &AnyRow, first: usize) -> Result<Metric> {
+    let is_nan: i64 = row.try_get(first + 2)?;
+    let value: f64 = if is_nan != 0 { f64::NAN } else { row.try_get(first + 1)? };
+    Ok(Metric {
+        key: row.try_get(first)?,
+        value,
+        timestamp: row.try_get(first + 3)?,
+        step: row.try_get(first + 4)?,
+        dataset_name: None,
+        dataset_digest: None,
+        model_id: None,
+        run_id: None,
+    })
+}
+
+/// Clamps infinities to the largest finite doubles and splits NaN into (0, is_nan), MLflow's layout.
+fn stored_value(v: f64) -> (f64, i64) {
+    if v.is_nan() {
+        (0.0, 1)
+    } else {
+        (v.clamp(-MAX_DOUBLE, MAX_DOUBLE), 0)
+    }
+}
+
+async fn upsert_tags<'a>(tx: &mut Transaction<'static, Any>, run_id: &str, tags: impl Iterator<Item = (&'a String, &'a String)>) -> Result<()> {
+    for (k, v) in tags {
+        sqlx::query("insert into tag (run_uuid, key, value) values ($1, $2, $3) on conflict (run_uuid, key) do update set value = excluded.value")
+            .bind(run_id)
+            .bind(k)
+            .bind(v)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &str, params: &[(String, String)]) -> Result<()> {
+    // Within one batch the same key must carry the same value.
+    let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, v) in params {
+        if let Some(prev) = wanted.insert(k, v) {
+            if prev != v {
+                return Err(Error::Invalid(format!(
+                    "Duplicate parameter keys have been submitted: key '{k}' with values '{prev}' and '{v}'."
+                )));
+            }
+        }
+    }
+    let keys: Vec<&str> = wanted.keys().copied().collect();
+    let sql = format!("select key, value from param where run_uuid = $1 and key in ({})", placeholders(2, keys.len()));
+    let mut q = sqlx::query(&sql).bind(run_id);
+    for k in &keys {
+        q = q.bind(*k);
+    }
+    let mut existing: BTreeMap<String, String> = BTreeMap::new();
+    for row in q.fetch_all(&mut **tx).await? {
+        existing.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    for (k, v) in &wanted {
+        match existing.get(*k) {
+            Some(old) if old != v => {
+                return Err(Error::Invalid(format!(
+                    "Changing param values is not allowed. Param with key='{k}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{v}'."
+                )));
+            }
+            Some(_) => {}
+            None => {
+                sqlx::query("insert into param (run_uuid, key, value) values ($1, $2, $3)").bind(run_id).bind(*k).bind(*v).execute(&mut **tx).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows per multi-row INSERT: 8 columns each stays far below both databases' placeholder limits.
+const METRIC_ROWS_PER_INSERT: usize = 500;
+
+async fn insert_metrics(tx: &mut Transaction<'static, Any>, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
+    for chunk in metrics.chunks(METRIC_ROWS_PER_INSERT) {
+        let mut sql = String::from("insert into metric (run_uuid, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id) values ");
+        for i in 0..chunk.len() {
+            let b = 2 + i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7));
+        }
+        let mut q = sqlx::query(&sql).bind(run_id);
+        for m in chunk {
+            let (value, is_nan) = stored_value(m.value);
+            q = q
+                .bind(&m.key)
+                .bind(value)
+                .bind(is_nan)
+                .bind(m.timestamp)
+                .bind(m.step)
+                .bind(&m.dataset_name)
+                .bind(&m.dataset_digest)
+                .bind(&m.model_id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    // One upsert per key: the batch's own latest point per key first (a statement may not update
+    // the same row twice on Postgres), then compared with the stored latest in SQL.
+    let mut latest: BTreeMap<&str, &NewMetric> = BTreeMap::new();
+    for m in metrics {
+        let replace = match latest.get(m.key.as_str()) {
+            None => true,
+            Some(cur) => latest_order(m) > latest_order(cur),
+        };
+        if replace {
+            latest.insert(&m.key, m);
+        }
+    }
+    let mut sql = String::from("insert into latest_metric (run_uuid, key, value, is_nan, timestamp, step) values ");
+    for i in 0..latest.len() {
+        let b = 2 + i * 5;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, ${})", b, b + 1, b + 2, b + 3, b + 4));
+    }
+    sql.push_str(
+        " on conflict (run_uuid, key) do update set value = excluded.value, is_nan = excluded.is_nan, timestamp = excluded.timestamp, step = excluded.step \
+          where (excluded.step, excluded.timestamp, excluded.value) >= (latest_metric.step, latest_metric.timestamp, latest_metric.value)",
+    );
+    let mut q = sqlx::query(&sql).bind(run_id);
+    for m in latest.values() {
+        let (value, is_nan) = stored_value(m.value);
+        q = q.bind(&m.key).bind(value).bind(is_nan).bind(m.timestamp).bind(m.step);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// MLflow's order for "latest": step, then timestamp, then value (NaN counts as 0, as stored).
+fn latest_order(m: &NewMetric) -> (i64, i64, f64) {
+    (m.step, m.timestamp, stored_value(m.value).0)
+}
+
+fn encode_history_token((ts, step, id): (i64, i64, i64)) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{ts}:{step}:{id}"))
+}
+
+fn decode_history_token(token: Option<&str>) -> Result<Option<(i64, i64, i64)>> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else { return Ok(None) };
+    let invalid = || Error::Invalid(format!("Invalid page token '{token}'"));
+    let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let parts: Vec<i64> = text.split(':').map(|p| p.parse::<i64>()).collect::<std::result::Result<_, _>>().map_err(|_| invalid())?;
+    match parts[..] {
+        [ts, step, id] => Ok(Some((ts, step, id))),
+        _ => Err(invalid()),
+    }
+}
