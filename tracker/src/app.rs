@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use crate::artifacts::Artifacts;
+use crate::auth::Auth;
+use crate::observability::Metrics;
 use crate::store::Store;
 
 /// Application-wide components.
@@ -12,6 +14,10 @@ pub struct App {
     pub store: Store,
     /// Artifact bytes behind `object_store`.
     pub artifacts: Artifacts,
+    /// Who may call what.
+    pub auth: Auth,
+    /// Request metrics for `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// Cheap-to-clone handle that handlers take as `State(app): State<AppState>`.
@@ -27,7 +33,7 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Wraps the components.
-    pub fn new(store: Store, artifacts: Artifacts) -> Self {
-        AppState(Arc::new(App { store, artifacts }))
+    pub fn new(store: Store, artifacts: Artifacts, auth: Auth) -> Self {
+        AppState(Arc::new(App { store, artifacts, auth, metrics: Metrics::default() }))
     }
 }

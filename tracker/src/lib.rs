@@ -6,8 +6,10 @@
 
 pub mod app;
 pub mod artifacts;
+pub mod auth;
 pub mod error;
 pub mod http;
+pub mod observability;
 pub mod search;
 pub mod store;
 

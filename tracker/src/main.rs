@@ -58,7 +58,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("`--host`: '{}' is not an IP address", args.host))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, artifacts = %artifacts.description, "tracker listening");
-    let app = tracker::router(AppState::new(store, artifacts));
+    let app = tracker::router(AppState::new(store, artifacts, tracker::auth::Auth::default()));
     tracker::serve(listener, app, shutdown_signal()).await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod mlflow;
+pub mod registry;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::Method;
@@ -23,7 +24,7 @@ pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(mlflow::router()).merge(artifacts::router());
+    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router());
     Router::new()
         // The mlflow client uses /api; MLflow's own web UI uses the /ajax-api mirror.
         .nest("/api", api.clone())
@@ -31,6 +32,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { MLFLOW_COMPAT_VERSION }))
         .fallback(endpoint_not_found)
+        // Layers run bottom-up: metrics see every request, including refused ones.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authorize))
+        .layer(axum::middleware::from_fn(crate::observability::track))
         .with_state(state)
 }
 

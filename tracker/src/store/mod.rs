@@ -13,6 +13,7 @@
 
 pub mod experiments;
 pub mod logged_models;
+pub mod registry;
 pub mod runs;
 pub mod search_sql;
 

@@ -1,0 +1,1 @@
+//! Registered models, versions, tags, aliases and stages (work in progress).
