@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The project's test command: build, Rust tests, then the mlflow-client compatibility suite.
+#
+#   bash tests/run.sh [extra pytest args...]     (from any directory)
+#
+# Steps, each fatal on failure:
+#   1. cargo build --workspace                   (dev profile; dependencies are optimized, see Cargo.toml)
+#   2. cargo test --workspace                    (the Postgres variants run when TEST_POSTGRES_URL
+#                                                 and TRACKER_TEST_POSTGRES_URL are set, as .ci/run does)
+#   3. a Python venv for the suite (default <repo>/.venv, or $COMPAT_VENV), created if missing and
+#      re-installed whenever tests/mlflow_client/requirements.txt changes
+#   4. pytest tests/mlflow_client against the freshly built target/debug/tracker
+#
+# Knobs: SKIP_CARGO_TEST=1 skips step 2; COMPAT_VENV=/path picks the venv; PYTHON=python3.x picks the
+# interpreter that creates it; CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SUITE="$ROOT/tests/mlflow_client"
+REQS="$SUITE/requirements.txt"
+VENV="${COMPAT_VENV:-$ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+
+START=$SECONDS
+step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - START))" "$*"; }
+fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+step "cargo build --workspace"
+cargo build --workspace || fail "cargo build --workspace"
+
+if [[ "${SKIP_CARGO_TEST:-}" == 1 ]]; then
+    step "cargo test --workspace: skipped (SKIP_CARGO_TEST=1)"
+else
+    if [[ -n "${TEST_POSTGRES_URL:-}" ]]; then
+        step "cargo test --workspace (Postgres variants on: TEST_POSTGRES_URL is set)"
+    else
+        step "cargo test --workspace (SQLite only: TEST_POSTGRES_URL is unset)"
+    fi
+    cargo test --workspace || fail "cargo test --workspace"
+fi
+
+TRACKER_BIN="$TARGET_DIR/debug/tracker"
+[[ -x "$TRACKER_BIN" ]] || fail "no tracker binary at $TRACKER_BIN after the build"
+
+step "python venv at $VENV (from ${REQS#"$ROOT"/})"
+# The stamp holds the hash of the requirements the venv was built from, so a changed pin
+# re-installs, and a half-made venv (no stamp) is rebuilt from scratch.
+want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+stamp="$VENV/.requirements.sha256"
+if [[ ! -x "$VENV/bin/python" || ! -f "$stamp" ]]; then
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV" || fail "$PYTHON -m venv $VENV (on Debian: apt-get install python3-venv)"
+fi
+if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS" \
+        || fail "pip install -r $REQS"
+    echo "$want" >"$stamp"
+    echo "installed: $("$VENV/bin/python" -m pip freeze 2>/dev/null | grep -iE '^(mlflow|pandas|numpy|pytest)==' | tr '\n' ' ')"
+else
+    echo "up to date"
+fi
+
+step "pytest tests/mlflow_client against $TRACKER_BIN"
+export TRACKER_BIN
+unset COMPAT_SERVER
+# -p no:cacheprovider: the repository may be read-only (CI's shared/ is, and a clone may be too).
+"$VENV/bin/python" -m pytest "$SUITE" -p no:cacheprovider -q -rfEs "$@" \
+    || fail "pytest tests/mlflow_client (server logs: rerun with COMPAT_KEEP_TMP=1)"
+
+step "all tests passed"
