@@ -156,27 +156,26 @@ impl Mat {
     }
 
     /// Lower Cholesky factor of a symmetric positive-definite matrix, or `None` if a pivot is
-    /// not positive (the caller adds jitter and retries).
+    /// not positive (the caller adds jitter and retries). Only the lower triangle is read.
     pub(crate) fn cholesky(&self) -> Option<Mat> {
         let n = self.n;
         let mut l = Mat::zeros(n);
-        for j in 0..n {
-            let mut d = self.at(j, j);
-            for k in 0..j {
-                d -= l.at(j, k) * l.at(j, k);
-            }
-            if !(d > 0.0) || !d.is_finite() {
-                return None;
-            }
-            let d = d.sqrt();
-            l.set(j, j, d);
-            for i in j + 1..n {
-                let mut s = self.at(i, j);
-                let (ri, rj) = (i * n, j * n);
-                for k in 0..j {
-                    s -= l.a[ri + k] * l.a[rj + k];
+        // Row-oriented (Cholesky-Banachiewicz): every inner product runs over two contiguous
+        // row prefixes, which is what keeps this fast without a BLAS.
+        for i in 0..n {
+            let (done, rest) = l.a.split_at_mut(i * n);
+            let ri = &mut rest[..n];
+            for j in 0..=i {
+                let rj: &[f64] = if j < i { &done[j * n..j * n + j] } else { &ri[..j] };
+                let s = self.a[i * n + j] - dot(&ri[..j], rj);
+                if j == i {
+                    if !(s > 0.0) || !s.is_finite() {
+                        return None;
+                    }
+                    ri[i] = s.sqrt();
+                } else {
+                    ri[j] = s / done[j * n + j];
                 }
-                l.set(i, j, s / d);
             }
         }
         Some(l)
@@ -187,12 +186,8 @@ impl Mat {
         let n = self.n;
         let mut x = b.to_vec();
         for i in 0..n {
-            let mut s = x[i];
-            let r = i * n;
-            for k in 0..i {
-                s -= self.a[r + k] * x[k];
-            }
-            x[i] = s / self.a[r + i];
+            let r = &self.a[i * n..i * n + i + 1];
+            x[i] = (x[i] - dot(&r[..i], &x[..i])) / r[i];
         }
         x
     }
@@ -201,12 +196,15 @@ impl Mat {
     pub(crate) fn solve_upper_t(&self, b: &[f64]) -> Vec<f64> {
         let n = self.n;
         let mut x = b.to_vec();
+        // Column-oriented back substitution: after x[i] is final, subtract its contribution
+        // from x[..i] using row i of L (contiguous).
         for i in (0..n).rev() {
-            let mut s = x[i];
-            for k in i + 1..n {
-                s -= self.at(k, i) * x[k];
+            let r = &self.a[i * n..i * n + i + 1];
+            x[i] /= r[i];
+            let xi = x[i];
+            for (xk, lik) in x[..i].iter_mut().zip(&r[..i]) {
+                *xk -= lik * xi;
             }
-            x[i] = s / self.at(i, i);
         }
         x
     }
@@ -214,29 +212,63 @@ impl Mat {
     /// `K^{-1}` from the Cholesky factor `L` of `K`.
     pub(crate) fn chol_inverse(&self) -> Mat {
         let n = self.n;
-        // Invert L column by column, then K^-1 = L^-T L^-1.
-        let mut linv = Mat::zeros(n);
-        for j in 0..n {
-            let mut e = vec![0.0; n];
-            e[j] = 1.0;
-            let col = self.solve_lower(&e);
-            for i in j..n {
-                linv.set(i, j, col[i]);
+        // M = L^{-1}, lower triangular, row by row: M[i][j] = (e_ij - sum_{k<i} L[i][k] M[k][j]) / L[i][i].
+        let mut m = Mat::zeros(n);
+        for i in 0..n {
+            let lii = self.a[i * n + i];
+            let (done, rest) = m.a.split_at_mut(i * n);
+            let mi = &mut rest[..n];
+            mi[i] = 1.0;
+            for k in 0..i {
+                let lik = self.a[i * n + k];
+                if lik != 0.0 {
+                    for (a, b) in mi[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]) {
+                        *a -= lik * b;
+                    }
+                }
+            }
+            mi[..=i].iter_mut().for_each(|v| *v /= lii);
+        }
+        // K^{-1} = M^T M, accumulated as rank-one updates by rows of M (contiguous).
+        let mut out = Mat::zeros(n);
+        for k in 0..n {
+            let mk = &m.a[k * n..k * n + k + 1];
+            for i in 0..=k {
+                let mki = mk[i];
+                if mki == 0.0 {
+                    continue;
+                }
+                let oi = &mut out.a[i * n..i * n + i + 1];
+                for (o, v) in oi.iter_mut().zip(&mk[..=i]) {
+                    *o += mki * v;
+                }
             }
         }
-        let mut out = Mat::zeros(n);
         for i in 0..n {
-            for j in 0..=i {
-                let mut s = 0.0;
-                for k in i..n {
-                    s += linv.at(k, i) * linv.at(k, j);
-                }
-                out.set(i, j, s);
-                out.set(j, i, s);
+            for j in 0..i {
+                out.a[j * n + i] = out.a[i * n + j];
             }
         }
         out
     }
+}
+
+/// Dot product of two equally long slices.
+#[inline(always)]
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    // Four accumulators let the compiler vectorise without reassociating one sum.
+    let mut acc = [0.0; 4];
+    let chunks = a.len() / 4;
+    for c in 0..chunks {
+        for l in 0..4 {
+            acc[l] += a[4 * c + l] * b[4 * c + l];
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for i in 4 * chunks..a.len() {
+        s += a[i] * b[i];
+    }
+    s
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ const GP_MAX_DIMS: usize = 16;
 const GP_MAX_TRIALS: usize = 300;
 
 /// GP for small unconditional spaces and short studies, TPE otherwise.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AutoSampler {
     gp: GpSampler,
     tpe: TpeSampler,

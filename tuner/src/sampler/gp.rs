@@ -22,10 +22,11 @@
 
 use super::{qmc::HaltonSampler, Sampler};
 use crate::history::{History, TrialNumber, TrialState};
-use crate::math::{ln_ei_factor, std_normal, Mat};
+use crate::math::{dot, ln_ei_factor, std_normal, Mat};
 use crate::space::{Distribution, Params, SearchSpace};
 use crate::TunerRng;
 use rand::Rng;
+use std::sync::{Arc, Mutex};
 
 /// GP settings.
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +43,8 @@ pub struct GpConfig {
     pub fit_iters: usize,
     /// Put pending trials in the model at the worst observed value.
     pub constant_liar: bool,
-    /// Fit the GP to a rank-preserving warp of the scores (log of the gap to the best); helps
-    /// on heavy-tailed objectives such as Rosenbrock.
+    /// Consider a rank-preserving warp of the scores (log of the gap to the best) and use it
+    /// when its evidence beats the raw scores'; helps on heavy-tailed objectives (Rosenbrock).
     pub warp_output: bool,
 }
 
@@ -56,23 +57,25 @@ impl Default for GpConfig {
             local_steps: 40,
             fit_iters: 30,
             constant_liar: true,
-            warp_output: false,
+            warp_output: true,
         }
     }
 }
 
 /// GP-based sampler.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GpSampler {
     /// Settings.
     pub config: GpConfig,
     startup: HaltonSampler,
+    /// Memo of hyperparameter fits keyed by a hash of the fit data (see `fit_memo`).
+    memo: Arc<Mutex<Vec<(u64, Vec<f64>)>>>,
 }
 
 impl GpSampler {
     /// A GP sampler for a study seeded with `seed` (seeds the start-up Halton scramble).
     pub fn new(seed: u64, config: GpConfig) -> Self {
-        GpSampler { config, startup: HaltonSampler::new(seed) }
+        GpSampler { config, startup: HaltonSampler::new(seed), memo: Arc::default() }
     }
 }
 
@@ -137,6 +140,27 @@ impl<'s> Encoder<'s> {
             out.insert(p.name.clone(), v);
         }
         out
+    }
+
+    /// Features of the params that `decode(z)` would give, without building them, for
+    /// unconditional spaces (`None` for conditional ones: activity needs the params).
+    /// This is the acquisition's inner loop, so it avoids the string-keyed `Params`.
+    fn features_of_z(&self, z: &[f64]) -> Option<Vec<f64>> {
+        if self.space.is_conditional() {
+            return None;
+        }
+        let mut f = vec![0.0; self.dim];
+        for ((p, &o), &zi) in self.space.params().iter().zip(&self.offsets).zip(z) {
+            match &p.dist {
+                Distribution::Categorical { choices } => f[o + (zi as usize).min(choices.len() - 1)] = 1.0,
+                d => {
+                    let (a, b) = d.internal_bounds();
+                    let v = d.from_internal(a + zi.clamp(0.0, 1.0) * (b - a));
+                    f[o] = ((d.to_internal(&v)? - a) / (b - a)).clamp(0.0, 1.0);
+                }
+            }
+        }
+        Some(f)
     }
 
     fn random_z(&self, rng: &mut TunerRng) -> Vec<f64> {
@@ -326,9 +350,6 @@ fn lbfgs(
     x
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
 fn norm(a: &[f64]) -> f64 {
     dot(a, a).sqrt()
 }
@@ -386,6 +407,28 @@ impl Gp {
     }
 }
 
+impl GpSampler {
+    /// `Gp::fit_hyper` on `(x, y)`, memoised by the exact data. The fit is a pure function of
+    /// its input, so the memo changes only the cost of an ask, never its result: a replay
+    /// without the memo (e.g. after a restart) recomputes the same hyperparameters.
+    fn fit_memo(&self, x: &[Vec<f64>], y: &[f64]) -> Vec<f64> {
+        let key = data_key(x, y, self.config.fit_iters);
+        if let Some(theta) = self.memo.lock().ok().and_then(|m| m.iter().find(|e| e.0 == key).map(|e| e.1.clone())) {
+            return theta;
+        }
+        let theta = Gp::fit_hyper(x, y, self.config.fit_iters);
+        if let Ok(mut m) = self.memo.lock() {
+            // A handful of entries covers one study; a shared sampler serving several studies
+            // just refits more often.
+            if m.len() >= 8 {
+                m.remove(0);
+            }
+            m.push((key, theta.clone()));
+        }
+        theta
+    }
+}
+
 impl Sampler for GpSampler {
     fn sample(&self, space: &SearchSpace, history: &History<'_>, number: TrialNumber, rng: &mut TunerRng) -> Params {
         let enc = Encoder::new(space);
@@ -402,19 +445,29 @@ impl Sampler for GpSampler {
             return self.startup.sample(space, history, number, rng);
         }
         let (fmin, fmax) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        let mut y: Vec<f64> = scores.iter().map(|s| s.clamp(fmin, fmax)).collect();
-        if self.config.warp_output {
-            let scale = (fmax - fmin).max(1e-300);
-            y.iter_mut().for_each(|v| *v = ((*v - fmin) / scale + 1e-3).ln());
-        }
-        let mean = y.iter().sum::<f64>() / y.len() as f64;
-        let sd = (y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / y.len() as f64).sqrt();
-        let sd = if sd > 1e-12 { sd } else { 1.0 };
-        y.iter_mut().for_each(|v| *v = (*v - mean) / sd);
+        let y: Vec<f64> = scores.iter().map(|s| s.clamp(fmin, fmax)).collect();
+        // Hyperparameters are fitted on the first `m` observations (in trial order), where `m`
+        // only moves every few trials once the history is long; see `refit_point`. The output
+        // warp is chosen on the same prefix, by comparing the two models' evidence.
+        let m = refit_point(xs.len());
+        let raw_prefix = &y[..m];
+        let raw_theta = self.fit_memo(&xs[..m], &standardize(raw_prefix));
+        let (theta, y) = match self.config.warp_output.then(|| log_warp(raw_prefix)).flatten() {
+            Some((w, jac)) => {
+                let w_theta = self.fit_memo(&xs[..m], &standardize(&w));
+                let raw_ev = evidence(&xs[..m], raw_prefix, &raw_theta, 0.0);
+                let w_ev = evidence(&xs[..m], &w, &w_theta, jac);
+                if w_ev > raw_ev {
+                    (w_theta, log_warp(&y).map_or(y, |(w, _)| w))
+                } else {
+                    (raw_theta, y)
+                }
+            }
+            None => (raw_theta, y),
+        };
+        let y = standardize(&y);
         let best = y.iter().copied().fold(f64::INFINITY, f64::min);
         let worst = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-
-        let theta = Gp::fit_hyper(&xs, &y, self.config.fit_iters);
         let (mut x_all, mut y_all) = (xs.clone(), y.clone());
         if self.config.constant_liar {
             for t in history.trials.iter().filter(|t| t.state == TrialState::Running) {
@@ -427,18 +480,27 @@ impl Sampler for GpSampler {
         let Some(gp) = Gp::condition(x_all, &y_all, &theta) else {
             return self.startup.sample(space, history, number, rng);
         };
+        let score = |f: &[f64]| -> f64 {
+            let (m, s) = gp.predict(f);
+            s.ln() + ln_ei_factor((best - m) / s)
+        };
         let acq = |z: &[f64]| -> (f64, Params) {
             let p = enc.decode(z);
             let f = enc.encode(&p).expect("decoded params encode");
-            let (m, s) = gp.predict(&f);
-            (s.ln() + ln_ei_factor((best - m) / s), p)
+            (score(&f), p)
+        };
+        let acq_value = |z: &[f64]| -> f64 {
+            match enc.features_of_z(z) {
+                Some(f) => score(&f),
+                None => acq(z).0,
+            }
         };
 
         // Candidates: uniform points plus perturbations of the best observed trials.
         let mut cands: Vec<(f64, Vec<f64>)> = Vec::new();
         for _ in 0..self.config.n_random_candidates {
             let z = enc.random_z(rng);
-            cands.push((acq(&z).0, z));
+            cands.push((acq_value(&z), z));
         }
         let mut order: Vec<usize> = (0..y.len()).collect();
         order.sort_by(|&a, &b| y[a].total_cmp(&y[b]).then(a.cmp(&b)));
@@ -447,7 +509,7 @@ impl Sampler for GpSampler {
             let z0 = enc.to_z(&completed[i].0.params);
             for _ in 0..16 {
                 let z = perturb(space, &z0, 0.05, rng);
-                cands.push((acq(&z).0, z));
+                cands.push((acq_value(&z), z));
             }
         }
         cands.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -457,7 +519,7 @@ impl Sampler for GpSampler {
             let (mut z, mut a, mut step) = (z0.clone(), *a0, 0.1);
             for _ in 0..self.config.local_steps {
                 let zn = perturb(space, &z, step, rng);
-                let an = acq(&zn).0;
+                let an = acq_value(&zn);
                 if an > a {
                     z = zn;
                     a = an;
@@ -475,6 +537,79 @@ impl Sampler for GpSampler {
         super::fill_random(space, &mut out, rng);
         out
     }
+}
+
+/// Standardises values to mean 0 and standard deviation 1 (a constant vector maps to zeros).
+fn standardize(y: &[f64]) -> Vec<f64> {
+    let mean = y.iter().sum::<f64>() / y.len() as f64;
+    let sd = (y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / y.len() as f64).sqrt();
+    let sd = if sd > 1e-12 { sd } else { 1.0 };
+    y.iter().map(|v| (v - mean) / sd).collect()
+}
+
+/// The output warp `w(v) = ln((v - min) / (max - min) + 1e-3)`: it keeps the order of the
+/// values but compresses the heavy upper tail of objectives such as Rosenbrock, whose raw
+/// values a stationary GP fits badly. Returns the warped values and `sum ln w'(v)` (the log
+/// Jacobian, for comparing evidences), or `None` when the values are all equal.
+fn log_warp(y: &[f64]) -> Option<(Vec<f64>, f64)> {
+    const C: f64 = 1e-3;
+    let (lo, hi) = y.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let scale = hi - lo;
+    if !(scale > 1e-12 * (1.0 + lo.abs())) || !scale.is_finite() {
+        return None;
+    }
+    let mut jac = 0.0;
+    let w = y
+        .iter()
+        .map(|v| {
+            let u = (v - lo) / scale + C;
+            jac -= u.ln() + scale.ln();
+            u.ln()
+        })
+        .collect();
+    Some((w, jac))
+}
+
+/// Log evidence (MAP objective) of values `y` on their original scale under a GP fitted to
+/// their standardised form: `-neg_log_post - n ln sd + log_jacobian`. The two change-of-
+/// variables terms make models of differently transformed outputs comparable.
+fn evidence(x: &[Vec<f64>], y: &[f64], theta: &[f64], log_jacobian: f64) -> f64 {
+    let n = y.len() as f64;
+    let mean = y.iter().sum::<f64>() / n;
+    let sd = (y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let sd = if sd > 1e-12 { sd } else { 1.0 };
+    match neg_log_post(x, &standardize(y), theta) {
+        Some((nlp, _)) => -nlp - n * sd.ln() + log_jacobian,
+        None => f64::NEG_INFINITY,
+    }
+}
+
+/// How many observations (a prefix in trial order) the hyperparameters are fitted on, given
+/// `n` usable observations: all of them up to 20, then a prefix that only grows in steps of
+/// `n / 10`. Hyperparameters move slowly once there is data, and the fit is the O(n^3 * iters)
+/// part of an ask; with [`GpSampler::fit_memo`] a long study refits about once per 10% growth.
+pub(crate) fn refit_point(n: usize) -> usize {
+    if n <= 20 {
+        return n;
+    }
+    let step = n / 10;
+    n - n % step
+}
+
+/// FNV-1a over the bit patterns of the fit data: the memo key.
+fn data_key(x: &[Vec<f64>], y: &[f64], iters: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |v: u64| {
+        h ^= v;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    eat(iters as u64);
+    eat(y.len() as u64);
+    for (row, v) in x.iter().zip(y) {
+        row.iter().for_each(|f| eat(f.to_bits()));
+        eat(v.to_bits());
+    }
+    h
 }
 
 /// Gaussian step of size `step` on numeric coordinates; each categorical is resampled with
