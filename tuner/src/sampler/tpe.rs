@@ -92,6 +92,33 @@ struct Parzen {
     dims: Vec<DimKernels>,
 }
 
+/// Per-observation bandwidths of one numeric dimension, Optuna 5.0's rule
+/// (`_ParzenEstimator._calculate_numerical_distributions` with `consider_endpoints=False`,
+/// `consider_magic_clip=True`): each kernel is as wide as the larger gap to its sorted
+/// neighbours (the bounds count as neighbours, except that the outermost observations use
+/// their inner gap), clipped to `[(b - a) / min(100, n + 2), b - a]`.
+fn neighbour_bandwidths(mus: &[f64], a: f64, b: f64) -> Vec<f64> {
+    let n = mus.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| mus[i].total_cmp(&mus[j]).then(i.cmp(&j)));
+    let mut ext = Vec::with_capacity(n + 2);
+    ext.push(a);
+    ext.extend(order.iter().map(|&i| mus[i]));
+    ext.push(b);
+    let mut sorted: Vec<f64> = (1..=n).map(|k| (ext[k] - ext[k - 1]).max(ext[k + 1] - ext[k])).collect();
+    if n >= 2 {
+        sorted[0] = ext[2] - ext[1];
+        sorted[n - 1] = ext[n] - ext[n - 1];
+    }
+    let max_sigma = b - a;
+    let min_sigma = (b - a) / (n as f64 + 2.0).min(100.0);
+    let mut out = vec![0.0; n];
+    for (k, &i) in order.iter().enumerate() {
+        out[i] = sorted[k].clamp(min_sigma, max_sigma);
+    }
+    out
+}
+
 /// Optuna's `default_weights`: flat below 25 observations, else a linear ramp on the oldest.
 fn default_weights(n: usize) -> Vec<f64> {
     if n < 25 {
@@ -114,7 +141,6 @@ impl Parzen {
         weights.iter_mut().for_each(|w| *w /= total);
         let ln_w = weights.iter().map(|w| w.ln()).collect();
         let n_kernels = n + 1;
-        let d = dists.len();
         let dims = dists
             .iter()
             .enumerate()
@@ -140,14 +166,10 @@ impl Parzen {
                 }
                 dist => {
                     let (a, b) = dist.internal_bounds();
-                    let range = b - a;
-                    let sigma = 0.2 * (n.max(1) as f64).powf(-1.0 / (d as f64 + 4.0)) * range;
-                    let minsigma = range / (1.0 + n_kernels as f64).min(100.0);
-                    let sigma = sigma.clamp(minsigma, range);
                     let mut mus: Vec<f64> = obs.iter().map(|o| o.x[j]).collect();
-                    let mut sigmas = vec![sigma; n];
+                    let mut sigmas = neighbour_bandwidths(&mus, a, b);
                     mus.push(0.5 * (a + b));
-                    sigmas.push(range);
+                    sigmas.push(b - a);
                     let ln_z = mus
                         .iter()
                         .zip(&sigmas)
