@@ -55,7 +55,7 @@ impl Default for GpConfig {
             n_random_candidates: 256,
             n_local_starts: 5,
             local_steps: 40,
-            fit_iters: 30,
+            fit_iters: 20,
             constant_liar: true,
             warp_output: true,
         }
