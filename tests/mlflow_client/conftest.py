@@ -11,8 +11,12 @@ Which server runs:
   pytest, with the same store layout and ``--serve-artifacts``. Use it to check
   that the tests themselves are right.
 
+``COMPAT_POSTGRES_URL=postgresql://user@host:port/db`` (ours only): instead of a SQLite
+file, each server gets a fresh Postgres database, created through that admin
+connection with ``psql`` and dropped afterwards.
+
 Every test module gets a fresh server on a free loopback port, with a fresh
-SQLite file and artifact folder (``COMPAT_SERVER_SCOPE=session`` shares one
+SQLite file (or Postgres database) and artifact folder (``COMPAT_SERVER_SCOPE=session`` shares one
 server for the whole run, ``function`` starts one per test). Tests only use
 unique names, so they do not depend on each other inside a module.
 """
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -59,6 +64,8 @@ class Server:
     artifacts_dir: Path
     log_path: Path
     kind: str
+    store_uri: str
+    pg_database: str | None = None  # set when the store is a Postgres database made for it
 
 
 def _free_port() -> int:
@@ -78,9 +85,47 @@ def _tracker_bin() -> str:
     pytest.exit("no server: set TRACKER_BIN=/path/to/tracker or COMPAT_SERVER=mlflow", returncode=2)
 
 
-def _server_cmd(port: int, db: Path, art: Path) -> tuple[list[str], str, float]:
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get("COMPAT_POSTGRES_URL", "").strip()
+    return url or None
+
+
+def _with_database(url: str, db: str) -> str:
+    """`url` with its database name replaced by `db` (query string kept)."""
+    u = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + db, u.query, u.fragment))
+
+
+def _psql(admin_url: str, sql: str) -> None:
+    psql = shutil.which("psql")
+    if psql is None:
+        raise RuntimeError("COMPAT_POSTGRES_URL is set but psql is not on PATH")
+    subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", admin_url, "-c", sql],
+                   check=True, capture_output=True, timeout=60)
+
+
+def _backend_uri(db: Path) -> tuple[str, str | None]:
+    """The store URI for a new server, and the Postgres database to drop afterwards."""
+    admin = _postgres_admin_url()
+    if admin is None or IS_MLFLOW:
+        return f"sqlite:///{db}", None
+    name = f"compat_{uuid.uuid4().hex[:16]}"
+    _psql(admin, f'create database "{name}"')
+    return _with_database(admin, name), name
+
+
+def _drop_database(name: str | None) -> None:
+    if name is None:
+        return
+    try:
+        _psql(_postgres_admin_url(), f'drop database if exists "{name}" with (force)')
+    except Exception as e:  # cleanup only: never fail a test for it
+        sys.stderr.write(f"\ncould not drop test database {name}: {e}\n")
+
+
+def _server_cmd(port: int, store_uri: str, art: Path) -> tuple[list[str], str, float]:
     common = ["--host", "127.0.0.1", "--port", str(port),
-              "--backend-store-uri", f"sqlite:///{db}",
+              "--backend-store-uri", store_uri,
               "--artifacts-destination", str(art)]
     if IS_MLFLOW:
         mlflow_exe = Path(sys.executable).parent / "mlflow"
@@ -96,7 +141,8 @@ def _start_server(tmp_root: Path) -> tuple[Server, subprocess.Popen]:
     art = tmp_root / "artifacts"
     art.mkdir()
     port = _free_port()
-    cmd, kind, timeout = _server_cmd(port, db, art)
+    store_uri, pg_db = _backend_uri(db)
+    cmd, kind, timeout = _server_cmd(port, store_uri, art)
     log_path = tmp_root / "server.log"
     env = dict(os.environ)
     env.setdefault("RUST_BACKTRACE", "1")
@@ -108,6 +154,7 @@ def _start_server(tmp_root: Path) -> tuple[Server, subprocess.Popen]:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
+            _drop_database(pg_db)
             raise RuntimeError(f"server exited with {proc.returncode}: {' '.join(cmd)}\n"
                                f"{_tail(log_path)}")
         try:
@@ -118,11 +165,12 @@ def _start_server(tmp_root: Path) -> tuple[Server, subprocess.Popen]:
             pass
         if time.monotonic() > deadline:
             _stop(proc)
+            _drop_database(pg_db)
             raise RuntimeError(f"server did not answer /health within {timeout}s: "
                                f"{' '.join(cmd)}\n{_tail(log_path)}")
         time.sleep(0.1)
     return Server(url=url, root=tmp_root, db_path=db, artifacts_dir=art,
-                  log_path=log_path, kind=kind), proc
+                  log_path=log_path, kind=kind, store_uri=store_uri, pg_database=pg_db), proc
 
 
 def _tail(path: Path, n: int = 4000) -> str:
@@ -164,6 +212,7 @@ def server():
         yield srv
     finally:
         _stop(proc)
+        _drop_database(srv.pg_database)
         if proc.returncode not in (0, -signal.SIGTERM, 143, -signal.SIGKILL, None) and not IS_MLFLOW:
             sys.stderr.write(f"\nserver exited with {proc.returncode}\n{_tail(srv.log_path)}\n")
         if os.environ.get("COMPAT_KEEP_TMP"):
@@ -178,9 +227,16 @@ def tracking_uri(server):
     import mlflow
     import mlflow.tracking.fluent as fluent
 
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    fluent._active_experiment_id = None
+    def reset_fluent_state():
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        fluent._active_experiment_id = None
+        # mlflow.set_experiment also exports MLFLOW_EXPERIMENT_ID, which would outlive the
+        # server it names and break the next module's runs in the Default experiment.
+        for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+            os.environ.pop(var, None)
+
+    reset_fluent_state()
     mlflow.set_tracking_uri(server.url)
     mlflow.set_registry_uri(server.url)
     os.environ["MLFLOW_TRACKING_URI"] = server.url
@@ -189,9 +245,7 @@ def tracking_uri(server):
         mlflow.flush_async_logging()
     except Exception:
         pass
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    fluent._active_experiment_id = None
+    reset_fluent_state()
 
 
 @pytest.fixture
@@ -220,4 +274,6 @@ def experiment_id(client, uniq):
 def pytest_report_header(config):  # noqa: ARG001
     if IS_MLFLOW:
         return "compat server: reference mlflow server"
-    return f"compat server: {os.environ.get('TRACKER_BIN') or 'repo target/ tracker binary'}"
+    store = "postgres" if _postgres_admin_url() else "sqlite"
+    return (f"compat server: {os.environ.get('TRACKER_BIN') or 'repo target/ tracker binary'}"
+            f" (store: {store})")

@@ -123,3 +123,75 @@ def test_sklearn_log_model_if_available(client, experiment_id):
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     assert np.allclose(loaded.predict(np.array([[3.0]])), [7.0])
     assert sklearn
+
+
+def test_logged_model_params_tags_metrics(client, experiment_id):
+    with mlflow.start_run() as run:
+        mlflow.log_metric("acc", 0.5, step=0)
+        mlflow.log_metric("acc", 0.75, step=1)
+        info = mlflow.pyfunc.log_model(name="tagged", python_model=AddN(3),
+                                       pip_requirements=["mlflow==3.17.2"],
+                                       params={"lr": "0.1", "depth": 4},
+                                       tags={"team": "a"}, model_type="adder", step=1)
+    lm = client.get_logged_model(info.model_id)
+    assert lm.params == {"lr": "0.1", "depth": "4"}
+    assert lm.tags["team"] == "a"
+    assert lm.model_type == "adder"
+    assert lm.source_run_id == run.info.run_id
+    assert lm.creation_timestamp and lm.last_updated_timestamp >= lm.creation_timestamp
+    # log_model links the run's metrics to the model (log-batch with model_id)
+    assert {(m.key, m.value, m.step) for m in lm.metrics} >= {("acc", 0.75, 1)}
+    assert all(m.model_id == info.model_id for m in lm.metrics)
+    # the run records the model as an output at the given step
+    outs = client.get_run(run.info.run_id).outputs.model_outputs
+    assert [(o.model_id, o.step) for o in outs] == [(info.model_id, 1)]
+
+    client.set_logged_model_tags(info.model_id, {"team": "b", "extra": "x"})
+    assert {k: v for k, v in client.get_logged_model(info.model_id).tags.items()
+            if not k.startswith("mlflow.")} == {"team": "b", "extra": "x"}
+    client.delete_logged_model_tag(info.model_id, "extra")
+    assert "extra" not in client.get_logged_model(info.model_id).tags
+
+
+def test_log_metric_with_model_id(client, experiment_id):
+    with mlflow.start_run():
+        info = _log_model(n=1, name="metric-target")
+        mlflow.log_metric("val_loss", 0.25, step=3, model_id=info.model_id)
+    lm = client.get_logged_model(info.model_id)
+    assert [(m.key, m.value, m.step) for m in lm.metrics if m.key == "val_loss"] == [
+        ("val_loss", 0.25, 3)]
+
+
+def test_search_logged_models_filter(client, experiment_id):
+    with mlflow.start_run() as run:
+        a = _log_model(n=1, name="alpha")
+        b = _log_model(n=2, name="beta")
+    found = client.search_logged_models(experiment_ids=[experiment_id],
+                                        filter_string="name = 'beta'")
+    assert [m.model_id for m in found] == [b.model_id]
+    found = client.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'")
+    assert {m.model_id for m in found} == {a.model_id, b.model_id}
+    # the fluent variant returns a DataFrame (or a list)
+    models = mlflow.search_logged_models(experiment_ids=[experiment_id], output_format="list")
+    assert {a.model_id, b.model_id} <= {m.model_id for m in models}
+
+
+def test_create_finalize_logged_model_by_hand(client, experiment_id):
+    lm = client.create_logged_model(experiment_id, name="manual", params={"p": "1"},
+                                    tags={"t": "v"})
+    assert lm.model_id.startswith("m-")
+    assert str(lm.status).endswith("PENDING")
+    assert lm.artifact_location == f"mlflow-artifacts:/{experiment_id}/models/{lm.model_id}/artifacts"
+    done = client.finalize_logged_model(lm.model_id, "READY")
+    assert str(done.status).endswith("READY")
+    assert str(client.get_logged_model(lm.model_id).status).endswith("READY")
+
+
+def test_unknown_logged_model(client):
+    with pytest.raises(MlflowException) as ei:
+        client.get_logged_model("m-" + "0" * 32)
+    assert error_code(ei.value) == "RESOURCE_DOES_NOT_EXIST"
+    with pytest.raises(MlflowException):
+        mlflow.pyfunc.load_model("models:/m-" + "0" * 32)
