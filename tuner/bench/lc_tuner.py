@@ -10,7 +10,9 @@ Methods (comma-separated, mixed freely in one run):
     tuner:<sampler>+<scheduler>[+mf]                             ours, via `tuner stdio`
         sampler   random | qmc | tpe | gp | auto
         scheduler fifo | asha | asha_promote | hyperband | hyperband_promote | median
-        +mf       BOHB-like multi-fidelity model (sampler learns from the highest rung with data)
+        +mf       BOHB-like multi-fidelity model (sampler learns from the highest rung with data);
+                  +mfN the same with at least N points per modelled rung
+        +rN, +etaN  ASHA min_resource N (default 1) and reduction factor N (default 3)
 
     OMP_NUM_THREADS=1 python3 tuner/bench/lc_tuner.py --variant easy --seeds 20 \
         --methods 'optuna:random+full,optuna:tpe+full,ref:asha_promotion,tuner:tpe+hyperband_promote+mf'
@@ -73,11 +75,24 @@ class Child:
 def run_tuner(method, seed, budget):
     sampler, sched, *rest = method.split("+")
     R = lc.R
+    # options: mf (BOHB-like model), mfN (mf with min_points N), rN (min_resource), etaN
+    opt = {"r": 1, "eta": lc.ETA}
+    mf = False
+    for o in rest:
+        if o == "mf":
+            mf = True
+        elif o.startswith("mf"):
+            mf = {"min_points": int(o[2:])}
+        elif o.startswith("eta"):
+            opt["eta"] = int(o[3:])
+        elif o.startswith("r"):
+            opt["r"] = int(o[1:])
     child = Child(sampler)
     child.rpc({"op": "init", "space": space_json(), "seed": seed, "direction": "minimize",
                "n_trials": int(budget // R),
-               "scheduler": {"type": sched, "min_resource": 1, "max_resource": R, "reduction_factor": lc.ETA},
-               "multi_fidelity": "mf" in rest})
+               "scheduler": {"type": sched, "min_resource": opt["r"], "max_resource": R,
+                             "reduction_factor": opt["eta"]},
+               "multi_fidelity": mf})
     tr = lc.Tracker()
     curves = {}
     t_tuner = 0.0
@@ -102,11 +117,13 @@ def run_tuner(method, seed, budget):
                 break
             # stop: complete at R, otherwise pruned
             if t >= R:
-                child.rpc({"op": "tell", "trial_id": tid, "value": float(y[-1])})
-                tr.finish(float(y[-1]), etrue)
-            else:
-                child.rpc({"op": "tell", "trial_id": tid, "state": "pruned"})
+                break
+            child.rpc({"op": "tell", "trial_id": tid, "state": "pruned"})
             break
+        if t >= R and d["decision"] != "pause":
+            # trained to R (a scheduler without milestones, e.g. FIFO, answers continue there)
+            child.rpc({"op": "tell", "trial_id": tid, "value": float(y[-1])})
+            tr.finish(float(y[-1]), etrue)
     child.close()
     return tr, t_tuner
 

@@ -10,7 +10,8 @@
 //! ```
 //! Extensions for schedulers (LCSim): `init` may carry
 //! `"scheduler": {"type": "fifo"|"asha"|"asha_promote"|"hyperband"|"hyperband_promote"|"median",
-//! "min_resource": 1, "max_resource": 81, "reduction_factor": 3}` and `"multi_fidelity": true`
+//! "min_resource": 1, "max_resource": 81, "reduction_factor": 3}` and `"multi_fidelity": true` (or
+//! `{"min_points": 10, "random_fraction": 0.1}`)
 //! (BOHB-like: the sampler models the highest rung with enough results);
 //! `{"op":"report","trial_id":0,"step":3,"value":0.4}` -> `{"decision":"continue"|"stop"|"pause",
 //! "next_milestone":9}`; `{"op":"next_job"}` -> `{"trial_id":..,"params":..,"resume_from":step|null,
@@ -163,10 +164,22 @@ fn init(kind: SamplerKind, msg: &Value) -> Result<Study, String> {
         }
     };
     let mut sampler = kind.build(seed, n_trials);
-    if msg.get("multi_fidelity").and_then(Value::as_bool).unwrap_or(false) {
+    // `"multi_fidelity": true`, or an object overriding `min_points` / `random_fraction`.
+    let mf = msg.get("multi_fidelity").cloned().unwrap_or(Value::Null);
+    if mf == Value::Bool(true) || mf.is_object() {
         let mut budgets = AshaScheduler::new(config, AshaMode::Stop).milestones().to_vec();
         budgets.push(config.max_resource);
-        sampler = Box::new(MultiFidelitySampler::new(sampler, budgets));
+        let mut m = MultiFidelitySampler::new(sampler, budgets);
+        if let Some(k) = mf.get("min_points").and_then(Value::as_u64) {
+            m.min_points = k as usize;
+        }
+        if let Some(f) = mf.get("random_fraction").and_then(Value::as_f64) {
+            if !(0.0..=1.0).contains(&f) {
+                return Err("`multi_fidelity.random_fraction` must be in [0, 1]".into());
+            }
+            m.random_fraction = f;
+        }
+        sampler = Box::new(m);
     }
     Ok(Study::new(space, direction, seed, sampler, sched_kind.build(seed)))
 }
