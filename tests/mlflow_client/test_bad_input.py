@@ -52,14 +52,22 @@ def test_key_length_limits(client, experiment_id):
     assert set(client.get_run(rid).data.metrics) == {"k" * 250}
 
 
-def test_value_length_limits(client, experiment_id):
+def test_long_values_are_truncated(client, experiment_id):
+    """MLflow's server cuts param values to 6000 and tag values to 8000 characters
+    (`_validate_length_limit(..., truncate=True)` with MLFLOW_TRUNCATE_LONG_VALUES on by
+    default) instead of refusing them."""
     rid = client.create_run(experiment_id).info.run_id
     client.log_param(rid, "p", "x" * 6000)
-    assert _code(client.log_param, rid, "q", "x" * 6001) == "INVALID_PARAMETER_VALUE"
+    client.log_param(rid, "q", "0123456789" * 601)
+    client.log_batch(rid, params=[Param("b", "z" * 7000)])
     client.set_tag(rid, "t", "y" * 8000)
-    assert _code(client.set_tag, rid, "u", "y" * 8001) == "INVALID_PARAMETER_VALUE"
+    client.set_tag(rid, "u", "abcdefgh" * 1001)
     data = client.get_run(rid).data
-    assert "q" not in data.params and "u" not in data.tags
+    assert data.params["p"] == "x" * 6000
+    assert data.params["q"] == ("0123456789" * 601)[:6000]
+    assert data.params["b"] == "z" * 6000
+    assert data.tags["t"] == "y" * 8000
+    assert data.tags["u"] == ("abcdefgh" * 1001)[:8000]
 
 
 def test_logging_to_deleted_run(client, experiment_id):
@@ -80,10 +88,12 @@ def test_unknown_run_everywhere(client):
                      (client.set_tag, (rid, "t", "v")), (client.delete_tag, (rid, "t")),
                      (client.log_batch, (rid, [], [Param("p", "v")])),
                      (client.set_terminated, (rid,)), (client.delete_run, (rid,)),
-                     (client.restore_run, (rid,)), (client.get_metric_history, (rid, "m"))]:
+                     (client.restore_run, (rid,))]:
         exc = _fails(fn, *args)
         assert error_code(exc) == "RESOURCE_DOES_NOT_EXIST", fn.__name__
         assert exc.get_http_status_code() == 404, fn.__name__
+    # MLflow answers an empty history here, not an error
+    assert client.get_metric_history(rid, "m") == []
 
 
 def test_unknown_experiment_everywhere(client):
@@ -100,7 +110,10 @@ def test_bad_experiment_names(client, uniq):
     assert _code(client.create_experiment, "n" * 501) == "INVALID_PARAMETER_VALUE"
     exp_id = client.create_experiment(f"badname-{uniq}")
     client.create_experiment(f"taken-{uniq}")
-    assert _code(client.rename_experiment, exp_id, f"taken-{uniq}") == "RESOURCE_ALREADY_EXISTS"
+    # MLflow answers BAD_REQUEST here (its unique-constraint error), 400 either way
+    exc = _fails(client.rename_experiment, exp_id, f"taken-{uniq}")
+    assert error_code(exc) in ("RESOURCE_ALREADY_EXISTS", "BAD_REQUEST")
+    assert exc.get_http_status_code() == 400
     assert client.get_experiment(exp_id).name == f"badname-{uniq}"
 
 
@@ -205,8 +218,12 @@ def test_run_id_and_run_uuid_disagree(server, client, experiment_id):
     b = client.create_run(experiment_id).info.run_id
     r = requests.post(_api(server, "runs/log-parameter"),
                       json={"run_id": a, "run_uuid": b, "key": "k", "value": "v"})
-    assert 400 <= r.status_code < 500, r.text
-    assert client.get_run(a).data.params == {} and client.get_run(b).data.params == {}
+    # MLflow 3.17 takes run_id and ignores run_uuid (the protocol notes say it rejects the
+    # request); either way run_uuid's run must not be written
+    assert r.status_code in (200, 400), r.text
+    assert client.get_run(b).data.params == {}
+    if r.status_code == 200:
+        assert client.get_run(a).data.params == {"k": "v"}
 
 
 def test_log_batch_over_limits(server, client, experiment_id):
