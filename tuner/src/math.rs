@@ -40,7 +40,7 @@ pub(crate) fn norm_cdf(z: f64) -> f64 {
 
 /// `ln(Phi(b) - Phi(a))` for `a <= b`, stable in both tails. Returns `-inf` for an empty interval.
 pub(crate) fn ln_norm_mass(a: f64, b: f64) -> f64 {
-    if !(a < b) {
+    if a.is_nan() || b.is_nan() || a >= b {
         return f64::NEG_INFINITY;
     }
     if a >= 0.0 {
@@ -169,7 +169,7 @@ impl Mat {
                 let rj: &[f64] = if j < i { &done[j * n..j * n + j] } else { &ri[..j] };
                 let s = self.a[i * n + j] - dot(&ri[..j], rj);
                 if j == i {
-                    if !(s > 0.0) || !s.is_finite() {
+                    if s.is_nan() || s <= 0.0 || !s.is_finite() {
                         return None;
                     }
                     ri[i] = s.sqrt();

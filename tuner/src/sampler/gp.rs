@@ -62,6 +62,9 @@ impl Default for GpConfig {
     }
 }
 
+/// Memoised hyperparameter fits: (hash of the fit data, theta).
+type FitMemo = Arc<Mutex<Vec<(u64, Vec<f64>)>>>;
+
 /// GP-based sampler.
 #[derive(Debug, Clone)]
 pub struct GpSampler {
@@ -69,7 +72,7 @@ pub struct GpSampler {
     pub config: GpConfig,
     startup: HaltonSampler,
     /// Memo of hyperparameter fits keyed by a hash of the fit data (see `fit_memo`).
-    memo: Arc<Mutex<Vec<(u64, Vec<f64>)>>>,
+    memo: FitMemo,
 }
 
 impl GpSampler {
@@ -555,7 +558,7 @@ fn log_warp(y: &[f64]) -> Option<(Vec<f64>, f64)> {
     const C: f64 = 1e-3;
     let (lo, hi) = y.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let scale = hi - lo;
-    if !(scale > 1e-12 * (1.0 + lo.abs())) || !scale.is_finite() {
+    if scale.is_nan() || scale <= 1e-12 * (1.0 + lo.abs()) || !scale.is_finite() {
         return None;
     }
     let mut jac = 0.0;
