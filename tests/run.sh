@@ -9,7 +9,8 @@
 #                                                 and TRACKER_TEST_POSTGRES_URL are set, as .ci/run does)
 #   3. a Python venv for the suite (default <repo>/.venv, or $COMPAT_VENV), created if missing and
 #      re-installed whenever tests/mlflow_client/requirements.txt changes
-#   4. pytest tests/mlflow_client against the freshly built target/debug/tracker
+#   4. pytest tests/mlflow_client against the freshly built target/debug/tracker, on a SQLite store,
+#      then again on Postgres stores when TEST_POSTGRES_URL is set
 #
 # Knobs: SKIP_CARGO_TEST=1 skips step 2; COMPAT_VENV=/path picks the venv; PYTHON=python3.x picks the
 # interpreter that creates it; CARGO_TARGET_DIR is honoured.
@@ -47,11 +48,11 @@ TRACKER_BIN="$TARGET_DIR/debug/tracker"
 [[ -x "$TRACKER_BIN" ]] || fail "no tracker binary at $TRACKER_BIN after the build"
 
 step "python venv at $VENV (from ${REQS#"$ROOT"/})"
-# The stamp holds the hash of the requirements the venv was built from, so a changed pin
-# re-installs, and a half-made venv (no stamp) is rebuilt from scratch.
+# The stamp holds the hash of the requirements last installed completely, so a changed pin or an
+# interrupted install (no stamp) runs pip again; a venv whose interpreter is gone is made anew.
 want="$(sha256sum "$REQS" | cut -d' ' -f1)"
 stamp="$VENV/.requirements.sha256"
-if [[ ! -x "$VENV/bin/python" || ! -f "$stamp" ]]; then
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV" || fail "$PYTHON -m venv $VENV (on Debian: apt-get install python3-venv)"
 fi
@@ -64,11 +65,21 @@ else
     echo "up to date"
 fi
 
-step "pytest tests/mlflow_client against $TRACKER_BIN"
 export TRACKER_BIN
-unset COMPAT_SERVER
-# -p no:cacheprovider: the repository may be read-only (CI's shared/ is, and a clone may be too).
-"$VENV/bin/python" -m pytest "$SUITE" -p no:cacheprovider -q -rfEs "$@" \
-    || fail "pytest tests/mlflow_client (server logs: rerun with COMPAT_KEEP_TMP=1)"
+unset COMPAT_SERVER COMPAT_POSTGRES_URL
+# -p no:cacheprovider: keeps the tree clean (no .pytest_cache), and works on a read-only checkout.
+PYTEST=("$VENV/bin/python" -m pytest "$SUITE" -p no:cacheprovider -q -rfEs)
+
+step "pytest tests/mlflow_client against $TRACKER_BIN (SQLite store)"
+"${PYTEST[@]}" "$@" || fail "pytest tests/mlflow_client on SQLite (server logs: rerun with COMPAT_KEEP_TMP=1)"
+
+if [[ -n "${TEST_POSTGRES_URL:-}" ]]; then
+    # Same suite, each server on a fresh database made through the admin URL (needs psql).
+    step "pytest tests/mlflow_client against $TRACKER_BIN (Postgres store)"
+    COMPAT_POSTGRES_URL="$TEST_POSTGRES_URL" "${PYTEST[@]}" "$@" \
+        || fail "pytest tests/mlflow_client on Postgres (server logs: rerun with COMPAT_KEEP_TMP=1)"
+else
+    step "pytest tests/mlflow_client on Postgres: skipped (TEST_POSTGRES_URL is unset)"
+fi
 
 step "all tests passed"

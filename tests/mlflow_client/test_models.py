@@ -93,10 +93,13 @@ def test_pyfunc_log_and_load_model(client, experiment_id, tmp_path):
     # the run records the model as an output
     outs = client.get_run(run.info.run_id).outputs.model_outputs
     assert [o.model_id for o in outs] == [info.model_id]
-    # load back and predict
+    # load back and predict, by models:/<model_id> and by runs:/<run_id>/<name>
     model = mlflow.pyfunc.load_model(info.model_uri)
     out = model.predict(_predict_df())
     assert list(out["x"]) == [11.0, 12.0, 13.0]
+    by_run = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/m")
+    assert list(by_run.predict(_predict_df())["x"]) == [11.0, 12.0, 13.0]
+    assert by_run.metadata.model_id == info.model_id
     # and the artifacts are downloadable as a folder
     local = mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(tmp_path))
     assert (tmp_path / "MLmodel").exists() or any(p.name == "MLmodel" for p in tmp_path.rglob("*"))
