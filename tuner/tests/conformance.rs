@@ -319,3 +319,65 @@ fn model_based_samplers_beat_random_on_a_quadratic() {
         assert!(m < random * 0.5, "{kind:?}: median best {m} vs random {random}");
     }
 }
+
+/// The BOHB-like wrapper shows its inner sampler the highest budget with enough results, each
+/// trial `Complete` with its value at that budget; trials still training act as pending.
+#[test]
+fn multifidelity_models_the_highest_budget_with_enough_points() {
+    use std::sync::Mutex;
+    use tuner::TunerRng;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Vec<(u64, TrialState, Option<f64>)>>>);
+    impl Sampler for Recorder {
+        fn sample(&self, space: &SearchSpace, h: &History<'_>, n: u64, rng: &mut TunerRng) -> Params {
+            self.0.lock().unwrap().push(h.trials.iter().map(|t| (t.number, t.state, t.value)).collect());
+            SamplerKind::Random.build(0, None).sample(space, h, n, rng)
+        }
+    }
+    let rec = std::sync::Arc::new(Recorder::default());
+    struct Shared(std::sync::Arc<Recorder>);
+    impl Sampler for Shared {
+        fn sample(&self, s: &SearchSpace, h: &History<'_>, n: u64, r: &mut TunerRng) -> Params {
+            self.0.sample(s, h, n, r)
+        }
+    }
+    let mut mf = MultiFidelitySampler::new(Box::new(Shared(rec.clone())), vec![1, 3, 9]);
+    mf.min_points = 3;
+    mf.random_fraction = 0.0;
+    // One parameter: the wrapper needs max(min_points, d + 2) = 3 results at a budget.
+    let space = SearchSpace::from_json(&json!({"x": {"type": "float", "low": 0.0, "high": 1.0}})).unwrap();
+    let mk = |number: u64, state: TrialState, reports: &[(u64, f64)], value: Option<f64>| TrialView {
+        number,
+        params: Params::new(),
+        state,
+        value,
+        intermediate: reports.iter().copied().collect(),
+    };
+    let trials = vec![
+        mk(0, TrialState::Complete, &[(1, 0.9), (3, 0.5), (9, 0.4)], Some(0.4)),
+        mk(1, TrialState::Pruned, &[(1, 0.8), (3, 0.7)], None),
+        mk(2, TrialState::Paused, &[(1, 0.3), (3, 0.2)], None),
+        mk(3, TrialState::Pruned, &[(1, 0.95)], None),
+        mk(4, TrialState::Running, &[(1, 0.6)], None),
+        mk(5, TrialState::Failed, &[(1, 0.1), (3, 0.1)], None),
+    ];
+    mf.sample(&space, &History::new(Direction::Minimize, &trials), 6, &mut trial_rng(0, 6));
+    // Budget 9 has one result (< 3); budget 3 has three (0, 1, 2; the failed one is excluded).
+    // Trial 4 is still running below 3, so it is pending; 3 stopped below 3 and is left out.
+    let seen = rec.0.lock().unwrap().pop().unwrap();
+    // With too few results at every budget, only the pending trials are passed on.
+    let mut strict = MultiFidelitySampler::new(Box::new(Shared(rec.clone())), vec![1, 3, 9]);
+    strict.random_fraction = 0.0;
+    strict.sample(&space, &History::new(Direction::Minimize, &trials), 6, &mut trial_rng(0, 6));
+    assert_eq!(rec.0.lock().unwrap().pop().unwrap(), vec![(4, TrialState::Running, None)]);
+    assert_eq!(
+        seen,
+        vec![
+            (0, TrialState::Complete, Some(0.5)),
+            (1, TrialState::Complete, Some(0.7)),
+            (2, TrialState::Complete, Some(0.2)),
+            (4, TrialState::Running, None),
+        ]
+    );
+}
