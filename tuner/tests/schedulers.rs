@@ -273,3 +273,40 @@ fn fifo_never_stops() {
     let h = [trial(0, TrialState::Running, &[(1, f64::INFINITY)])];
     assert_eq!(Fifo.on_report(&History::new(Direction::Minimize, &h), 0, 1, f64::INFINITY), Decision::Continue { next_milestone: None });
 }
+
+// ---------------------------------------------------------------- study bookkeeping
+
+#[test]
+fn study_rejects_reports_and_tells_that_do_not_fit_the_trial_state() {
+    let space = SearchSpace::from_json(&json!({"x": {"type": "float", "low": 0.0, "high": 1.0}})).unwrap();
+    let mut st = Study::new(space, Direction::Minimize, 1, SamplerKind::Random.build(1, None), Box::new(Fifo));
+    let (n, _) = st.ask();
+    assert_eq!(st.report(7, 1, 0.5), Err(tuner::TellError::UnknownTrial(7)));
+    assert!(st.report(n, 1, 0.5).is_ok());
+    st.tell(n, Outcome::Complete(0.5)).unwrap();
+    assert_eq!(st.tell(n, Outcome::Complete(0.4)), Err(tuner::TellError::AlreadyFinished(n)));
+    assert_eq!(st.report(n, 2, 0.4), Err(tuner::TellError::AlreadyFinished(n)));
+    // NaN is recorded as failed, infinities as values.
+    let (a, _) = st.ask();
+    st.tell(a, Outcome::Complete(f64::NAN)).unwrap();
+    let (b, _) = st.ask();
+    st.tell(b, Outcome::Complete(f64::INFINITY)).unwrap();
+    assert_eq!(st.trials()[a as usize].state, TrialState::Failed);
+    assert_eq!(st.trials()[b as usize].value, Some(f64::INFINITY));
+    assert_eq!(st.best().unwrap().number, n);
+}
+
+/// Hyperband over promotion ASHA: each bracket promotes among its own paused trials only.
+#[test]
+fn hyperband_promote_promotes_within_a_bracket() {
+    let hb = HyperbandScheduler::new(CFG, AshaMode::Promote, 3);
+    let b0: Vec<u64> = (0..).filter(|n| hb.bracket_of(*n) == 0).take(3).collect();
+    let other = (0..).find(|n| hb.bracket_of(*n) == 1).unwrap();
+    let mut h: Vec<TrialView> = b0.iter().zip([0.3, 0.1, 0.2]).map(|(n, v)| trial(*n, TrialState::Paused, &[(1, v)])).collect();
+    h.push(trial(other, TrialState::Paused, &[(3, 0.0)]));
+    h.sort_by_key(|t| t.number);
+    // Bracket 0 has 3 results at rung 1 -> its best goes to 3; bracket 1's single result at
+    // its first rung (3) is not enough for a promotion.
+    assert_eq!(hb.promote(&History::new(Direction::Minimize, &h)), Some((b0[1], 3)));
+    assert_eq!(hb.on_report(&History::new(Direction::Minimize, &h), other, 3, 0.0), Decision::Pause);
+}
