@@ -528,3 +528,78 @@ pub struct LoggedModel {
     /// Params and metrics.
     pub data: LoggedModelData,
 }
+
+/// An alias of a registered model and the version it points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredModelAlias {
+    /// The alias, such as `champion`.
+    pub alias: String,
+    /// The version number, as a string.
+    pub version: String,
+}
+
+/// A registered model of the model registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredModel {
+    /// Unique name.
+    pub name: String,
+    /// Creation time in ms.
+    pub creation_timestamp: i64,
+    /// Last change in ms.
+    pub last_updated_timestamp: i64,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Who created it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_id: String,
+    /// The newest version in each stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latest_versions: Vec<ModelVersion>,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    /// Aliases and their versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<RegisteredModelAlias>,
+}
+
+/// A version of a registered model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    /// The registered model's name.
+    pub name: String,
+    /// Version number, as a string.
+    pub version: String,
+    /// Creation time in ms.
+    pub creation_timestamp: i64,
+    /// Last change in ms.
+    pub last_updated_timestamp: i64,
+    /// Who created it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_id: String,
+    /// Legacy stage: None, Staging, Production or Archived.
+    pub current_stage: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Where the model's files are (`runs:/<id>/path`, `models:/m-<id>`, or an artifact URI).
+    pub source: String,
+    /// The run that produced it.
+    #[serde(default)]
+    pub run_id: String,
+    /// Always READY: versions are registered synchronously.
+    pub status: String,
+    /// Link to the run.
+    #[serde(default)]
+    pub run_link: String,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
+    /// Aliases pointing at this version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The logged model it was registered from (MLflow 3).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_id: String,
+}

@@ -1164,6 +1164,136 @@ fn experiment_clause(clause: Clause) -> Result<ExperimentClause> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Model registry
+// ---------------------------------------------------------------------------------------------
+
+/// One `AND`-ed clause of a `registered-models/search` or `model-versions/search` filter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RegistryClause {
+    /// `name` (`= != LIKE ILIKE`).
+    Name(StrOp, String),
+    /// `version_number` (numeric comparators; model versions only).
+    VersionNumber(NumOp, Number),
+    /// `run_id` (`= != LIKE ILIKE IN NOT IN`; model versions only).
+    RunId(StrCond),
+    /// `source_path` (`= != LIKE ILIKE`; model versions only).
+    SourcePath(StrOp, String),
+    /// `tags.<key>`. Unlike runs, `!=` also matches entities without the tag: the mlflow client
+    /// appends `` tag.`mlflow.prompt.is_prompt` != 'true' `` to every registered-model search and
+    /// expects ordinary models, which lack the tag, to match.
+    Tag { key: String, cond: KeyCond },
+}
+
+/// Orderable registry attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryAttribute {
+    Name,
+    VersionNumber,
+    CreationTimestamp,
+    LastUpdatedTimestamp,
+}
+
+/// One registry order_by entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryOrder {
+    pub attr: RegistryAttribute,
+    pub ascending: bool,
+}
+
+/// Which registry entity a filter or order_by is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryEntity {
+    RegisteredModel,
+    ModelVersion,
+}
+
+impl RegistryEntity {
+    fn attribute_keys(self) -> &'static str {
+        match self {
+            RegistryEntity::RegisteredModel => "['name']",
+            RegistryEntity::ModelVersion => "['name', 'version_number', 'run_id', 'source_path']",
+        }
+    }
+}
+
+/// Parses a registry filter: `name`, `tags.<key>`, and for model versions also `version_number`,
+/// `run_id` and `source_path`.
+pub fn parse_registry_filter(filter: &str, entity: RegistryEntity) -> Result<Vec<RegistryClause>> {
+    parse_clauses(filter)?.into_iter().map(|c| registry_clause(c, entity)).collect()
+}
+
+/// Parses registry order_by entries: `name`, `creation_timestamp`, `last_updated_timestamp`, and
+/// for model versions `version_number`.
+pub fn parse_registry_order_by(order_by: &[String], entity: RegistryEntity) -> Result<Vec<RegistryOrder>> {
+    let mut out: Vec<RegistryOrder> = Vec::with_capacity(order_by.len());
+    for text in order_by {
+        let (ident, ascending) = parse_order_entry(text)?;
+        if !matches!(ident.entity.as_deref(), None | Some("attribute" | "attributes" | "attr")) {
+            return Err(SearchError::InvalidOrderBy(format!("Invalid order by key '{text}' specified")));
+        }
+        let attr = match (ident.key.as_str(), entity) {
+            ("name", _) => RegistryAttribute::Name,
+            ("creation_timestamp" | "timestamp", _) => RegistryAttribute::CreationTimestamp,
+            ("last_updated_timestamp", _) => RegistryAttribute::LastUpdatedTimestamp,
+            ("version_number", RegistryEntity::ModelVersion) => RegistryAttribute::VersionNumber,
+            _ => {
+                return Err(SearchError::InvalidOrderBy(format!(
+                    "Invalid order by key '{}' specified. Valid keys are ['name', 'creation_timestamp', 'last_updated_timestamp']{}",
+                    ident.key,
+                    if entity == RegistryEntity::ModelVersion { " and 'version_number'" } else { "" }
+                )))
+            }
+        };
+        if out.iter().any(|o| o.attr == attr) {
+            return Err(SearchError::InvalidOrderBy(format!("`order_by` contains duplicate fields: {}", py_list(order_by))));
+        }
+        out.push(RegistryOrder { attr, ascending });
+    }
+    Ok(out)
+}
+
+fn registry_clause(clause: Clause, entity: RegistryEntity) -> Result<RegistryClause> {
+    let Clause { ident, cmp, value } = clause;
+    match ident.entity.as_deref() {
+        Some("tag" | "tags") => return Ok(RegistryClause::Tag { cond: key_cond(&cmp, &value, "tag")?, key: ident.key }),
+        None | Some("attribute" | "attributes" | "attr") => {}
+        Some(other) => {
+            return Err(SearchError::InvalidIdentifier(format!(
+                "Invalid entity type '{other}'. Valid entity types are ('attribute', 'tag', 'tags')"
+            )))
+        }
+    }
+    let string_op = |cmp: &Cmp| cmp.str_op().ok_or_else(|| invalid_comparator(cmp, STRING_COMPARATORS));
+    match (ident.key.as_str(), entity) {
+        ("name", _) => Ok(RegistryClause::Name(string_op(&cmp)?, quoted_string(&value, "name")?)),
+        ("source_path", RegistryEntity::ModelVersion) => {
+            Ok(RegistryClause::SourcePath(string_op(&cmp)?, quoted_string(&value, "source_path")?))
+        }
+        ("run_id", RegistryEntity::ModelVersion) => {
+            if cmp.str_op().is_none() && !matches!(cmp, Cmp::In | Cmp::NotIn) {
+                return Err(invalid_comparator(&cmp, STRING_ATTRIBUTE_COMPARATORS));
+            }
+            Ok(RegistryClause::RunId(list_cond(&cmp, &value, "run_id", true)?))
+        }
+        ("version_number", RegistryEntity::ModelVersion) => {
+            let op = cmp.num_op().ok_or_else(|| invalid_comparator(&cmp, METRIC_COMPARATORS))?;
+            match value.kind {
+                ValueKind::Num(_, n) => Ok(RegistryClause::VersionNumber(op, n)),
+                ValueKind::Str(ref s) => match s.trim().parse::<i64>() {
+                    Ok(i) => Ok(RegistryClause::VersionNumber(op, Number::Int(i))),
+                    Err(_) => Err(SearchError::InvalidValue(format!("Invalid version_number '{s}': expected an integer"))),
+                },
+                _ => Err(SearchError::InvalidValue(format!("Invalid version_number {}: expected an integer", value.raw))),
+            }
+        }
+        (key, _) => Err(SearchError::InvalidIdentifier(format!(
+            "Invalid attribute key '{key}' specified. Valid keys are '{}'",
+            entity.attribute_keys()
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
 
@@ -1964,5 +2094,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("duplicate"));
+    }
+
+    #[test]
+    fn registry_filters_parse_names_tags_versions_and_run_ids() {
+        use RegistryEntity::*;
+        let c = parse_registry_filter("name = 'm' AND tag.`mlflow.prompt.is_prompt` != 'true'", RegisteredModel).unwrap();
+        assert_eq!(c[0], RegistryClause::Name(StrOp::Eq, "m".into()));
+        assert_eq!(c[1], RegistryClause::Tag { key: "mlflow.prompt.is_prompt".into(), cond: KeyCond::Cmp(StrOp::Ne, "true".into()) });
+        let c = parse_registry_filter("version_number >= 2 and run_id IN ('a','b') and source_path LIKE 'runs:/%'", ModelVersion).unwrap();
+        assert_eq!(c[0], RegistryClause::VersionNumber(NumOp::Ge, Number::Int(2)));
+        assert_eq!(c[1], RegistryClause::RunId(StrCond::In(vec!["a".into(), "b".into()])));
+        assert_eq!(c[2], RegistryClause::SourcePath(StrOp::Like, "runs:/%".into()));
+        // Version-only keys are refused for registered models, unknown keys everywhere.
+        assert!(matches!(parse_registry_filter("version_number = 1", RegisteredModel), Err(SearchError::InvalidIdentifier(_))));
+        assert!(matches!(parse_registry_filter("foo = 'x'", ModelVersion), Err(SearchError::InvalidIdentifier(_))));
+        assert!(matches!(parse_registry_filter("name > 'x'", ModelVersion), Err(SearchError::InvalidComparator(_))));
+        assert!(matches!(parse_registry_filter("version_number = 'x'", ModelVersion), Err(SearchError::InvalidValue(_))));
+    }
+
+    #[test]
+    fn registry_order_by_accepts_mlflow_keys() {
+        use RegistryEntity::*;
+        let o = parse_registry_order_by(&["name DESC".into(), "last_updated_timestamp".into()], RegisteredModel).unwrap();
+        assert_eq!(o, vec![
+            RegistryOrder { attr: RegistryAttribute::Name, ascending: false },
+            RegistryOrder { attr: RegistryAttribute::LastUpdatedTimestamp, ascending: true },
+        ]);
+        assert!(parse_registry_order_by(&["version_number".into()], RegisteredModel).is_err());
+        assert!(parse_registry_order_by(&["version_number DESC".into()], ModelVersion).is_ok());
+        assert!(parse_registry_order_by(&["name".into(), "name desc".into()], ModelVersion).is_err());
     }
 }

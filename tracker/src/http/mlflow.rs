@@ -69,7 +69,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/3.0/mlflow/server-info", get(server_info))
 }
 
-fn required<'a>(v: &'a Option<String>, field: &str) -> Result<&'a str> {
+pub(super) fn required<'a>(v: &'a Option<String>, field: &str) -> Result<&'a str> {
     v.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| Error::missing(field))
 }
 
@@ -83,7 +83,7 @@ fn run_id(req: &api::mlflow::Request) -> Result<&str> {
 }
 
 /// Checks a metric, param or tag key as MLflow does: bounded length, no traversal, a safe alphabet.
-fn validate_key(kind: &str, key: &str) -> Result<()> {
+pub(super) fn validate_key(kind: &str, key: &str) -> Result<()> {
     if key.is_empty() {
         return Err(Error::missing("key"));
     }
@@ -100,7 +100,7 @@ fn validate_key(kind: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_value(kind: &str, key: &str, value: &str, max: usize) -> Result<()> {
+pub(super) fn validate_value(kind: &str, key: &str, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
         return Err(Error::InvalidParameter(format!("{kind} value for '{key}' exceeds the maximum length of {max}")));
     }
@@ -108,7 +108,7 @@ fn validate_value(kind: &str, key: &str, value: &str, max: usize) -> Result<()> 
 }
 
 /// A `value` field of log-parameter/set-tag: a string (numbers are written out, as protobuf does).
-fn string_value(v: &Option<Value>) -> Result<String> {
+pub(super) fn string_value(v: &Option<Value>) -> Result<String> {
     match v {
         None | Some(Value::Null) => Err(Error::missing("value")),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -118,7 +118,7 @@ fn string_value(v: &Option<Value>) -> Result<String> {
     }
 }
 
-fn key_values(list: &Option<Vec<api::mlflow::KeyValue>>, kind: &str, max_value: usize) -> Result<Vec<(String, String)>> {
+pub(super) fn key_values(list: &Option<Vec<api::mlflow::KeyValue>>, kind: &str, max_value: usize) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for kv in list.iter().flatten() {
         let key = required(&kv.key, "key")?;
@@ -130,7 +130,7 @@ fn key_values(list: &Option<Vec<api::mlflow::KeyValue>>, kind: &str, max_value: 
     Ok(out)
 }
 
-fn page_size(req: &api::mlflow::Request, default: i64, max: i64) -> Result<i64> {
+pub(super) fn page_size(req: &api::mlflow::Request, default: i64, max: i64) -> Result<i64> {
     match req.max_results {
         None => Ok(default),
         Some(n) if n >= 1 && n <= max => Ok(n),
@@ -138,7 +138,7 @@ fn page_size(req: &api::mlflow::Request, default: i64, max: i64) -> Result<i64> 
     }
 }
 
-fn search_error(e: search::SearchError) -> Error {
+pub(super) fn search_error(e: search::SearchError) -> Error {
     Error::InvalidParameter(e.to_string())
 }
 

@@ -1,6 +1,7 @@
 //! HTTP routes. Each submodule owns its `router()`; this module joins them, adds the shared
 //! extractor for MLflow requests and the fallback for unknown endpoints.
 
+pub mod admin;
 pub mod artifacts;
 pub mod mlflow;
 pub mod registry;
@@ -24,17 +25,20 @@ pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router());
+    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router()).merge(admin::router());
     Router::new()
         // The mlflow client uses /api; MLflow's own web UI uses the /ajax-api mirror.
         .nest("/api", api.clone())
         .nest("/ajax-api", api)
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { MLFLOW_COMPAT_VERSION }))
+        .route("/metrics", get(crate::observability::metrics_endpoint))
+        // Runs after routing, so it can name the matched route for the metrics.
+        .route_layer(axum::middleware::from_fn(crate::observability::record_route))
         .fallback(endpoint_not_found)
         // Layers run bottom-up: metrics see every request, including refused ones.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authorize))
-        .layer(axum::middleware::from_fn(crate::observability::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::observability::track))
         .with_state(state)
 }
 
@@ -50,8 +54,9 @@ impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
     type Rejection = Error;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Error> {
+        let query = req.uri().query().unwrap_or("").to_owned();
         let value = if req.method() == Method::GET || req.method() == Method::HEAD {
-            query_to_json(req.uri().query().unwrap_or(""))
+            query_to_json(&query)
         } else {
             let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
                 .collect()
@@ -59,7 +64,8 @@ impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
                 .map_err(|_| Error::InvalidParameter(format!("Request body exceeds the limit of {MAX_JSON_BODY} bytes")))?
                 .to_bytes();
             if body.iter().all(u8::is_ascii_whitespace) {
-                serde_json::Value::Object(Default::default())
+                // A DELETE may carry its fields in the query string instead of a body.
+                query_to_json(&query)
             } else {
                 serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| Error::BadRequest(format!("Malformed JSON in request body: {e}")))?
             }

@@ -15,6 +15,7 @@ pub mod experiments;
 pub mod logged_models;
 pub mod registry;
 pub mod runs;
+pub mod tokens;
 pub mod search_sql;
 
 use std::str::FromStr;

@@ -24,7 +24,8 @@
 
 use crate::search::{
     DatasetField, ExperimentAttribute, ExperimentClause, ExperimentOrder, KeyCond, NumOp, Number,
-    RunAttribute, RunClause, RunOrder, RunOrderKey, StrCond, StrOp,
+    RegistryAttribute, RegistryClause, RegistryEntity, RegistryOrder, RunAttribute, RunClause,
+    RunOrder, RunOrderKey, StrCond, StrOp,
 };
 
 /// The database the SQL is for.
@@ -450,6 +451,65 @@ pub fn experiment_order_sql(
         items.push("e.experiment_id DESC".to_string());
     }
     b.finish(items.join(", "))
+}
+
+/// WHERE-clause conditions for a registry search: on `registered_model rm` for
+/// [`RegistryEntity::RegisteredModel`], on `model_version mv` for model versions.
+pub fn registry_filter_sql(clauses: &[RegistryClause], entity: RegistryEntity, dialect: Dialect, first_placeholder: usize) -> SqlFragment {
+    let mut b = Builder::new(dialect, first_placeholder);
+    let (name_col, tag_table, correlate) = match entity {
+        RegistryEntity::RegisteredModel => ("rm.name", "registered_model_tag", "t.name = rm.name"),
+        RegistryEntity::ModelVersion => ("mv.name", "model_version_tag", "t.name = mv.name AND t.version = mv.version"),
+    };
+    let mut sql = String::new();
+    for clause in clauses {
+        let cond = match clause {
+            RegistryClause::Name(op, v) => b.str_cmp(name_col, *op, v),
+            RegistryClause::VersionNumber(op, n) => {
+                let p = b.number(*n);
+                format!("mv.version {} {p}", op.as_sql())
+            }
+            RegistryClause::RunId(cond) => b.str_cond("mv.run_id", cond),
+            RegistryClause::SourcePath(op, v) => b.str_cmp("mv.source", *op, v),
+            // `!=` on a registry tag: absent, or present with another value (see RegistryClause::Tag).
+            RegistryClause::Tag { key, cond: KeyCond::Cmp(StrOp::Ne, v) } => {
+                let key_p = b.text(key);
+                let value_p = b.text(v);
+                format!("NOT EXISTS (SELECT 1 FROM {tag_table} t WHERE {correlate} AND t.key = {key_p} AND t.value = {value_p})")
+            }
+            RegistryClause::Tag { key, cond } => b.key_cond(tag_table, "t", correlate, key, cond),
+        };
+        sql.push_str(" AND (");
+        sql.push_str(&cond);
+        sql.push(')');
+    }
+    b.finish(sql)
+}
+
+/// ORDER BY list for a registry search. Registered models default to `name ASC`; model versions to
+/// `name ASC, version DESC`, MLflow's orders; the natural key is always the final tie-breaker.
+pub fn registry_order_sql(orders: &[RegistryOrder], entity: RegistryEntity) -> String {
+    let (table, version_tiebreak) = match entity {
+        RegistryEntity::RegisteredModel => ("rm", ""),
+        RegistryEntity::ModelVersion => ("mv", ", mv.version DESC"),
+    };
+    if orders.is_empty() {
+        return format!("{table}.name ASC{version_tiebreak}");
+    }
+    let mut items: Vec<String> = orders
+        .iter()
+        .map(|o| {
+            let col = match o.attr {
+                RegistryAttribute::Name => "name",
+                RegistryAttribute::VersionNumber => "version",
+                RegistryAttribute::CreationTimestamp => "creation_timestamp",
+                RegistryAttribute::LastUpdatedTimestamp => "last_updated_timestamp",
+            };
+            format!("{table}.{col} {}", direction(o.ascending))
+        })
+        .collect();
+    items.push(format!("{table}.name ASC{version_tiebreak}"));
+    items.join(", ")
 }
 
 #[cfg(test)]
