@@ -47,11 +47,15 @@ impl ArtifactPath {
     /// somewhere downstream could turn into `..`.
     pub fn parse(raw: &str) -> Result<Self> {
         let bad = |why: &str| Error::InvalidPath(format!("Invalid artifact path '{raw}': {why}"));
+        // Checked before trimming: "/" alone trims to "" (the root) but is still an absolute path.
+        if raw.starts_with('/') {
+            return Err(bad("absolute paths are not allowed"));
+        }
         let trimmed = raw.trim_end_matches('/');
         if trimmed.is_empty() {
             return Ok(ArtifactPath(Path::default()));
         }
-        if trimmed.starts_with('/') || trimmed.contains(":\\") || trimmed.starts_with('\\') {
+        if trimmed.contains(":\\") || trimmed.starts_with('\\') {
             return Err(bad("absolute paths are not allowed"));
         }
         if trimmed.chars().any(|c| c == '\\' || c == '\0' || c.is_control()) {
@@ -80,6 +84,9 @@ impl ArtifactPath {
 #[derive(Clone, Debug)]
 pub struct Artifacts {
     store: Arc<dyn ObjectStore>,
+    /// The folder of a local store: `LocalFileSystem` keeps emptied directories, so deleting a
+    /// folder also removes them here (otherwise listings would still show the folder).
+    local_root: Option<std::path::PathBuf>,
     /// Where the bytes go, for logs and `/api/3.0/mlflow/server-info`.
     pub description: String,
 }
@@ -104,7 +111,7 @@ impl Artifacts {
             } else {
                 Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.trim_matches('/')))
             };
-            return Ok(Artifacts { store, description: destination.to_owned() });
+            return Ok(Artifacts { store, local_root: None, description: destination.to_owned() });
         }
         if destination.contains("://") && !destination.starts_with("file://") {
             anyhow::bail!("`--artifacts-destination`: unsupported scheme in '{destination}'; use a path, file:// or s3://");
@@ -113,12 +120,12 @@ impl Artifacts {
         std::fs::create_dir_all(path)?;
         let root = std::fs::canonicalize(path)?;
         let store = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&root)?);
-        Ok(Artifacts { store, description: root.display().to_string() })
+        Ok(Artifacts { store, description: root.display().to_string(), local_root: Some(root) })
     }
 
     /// Artifacts kept in memory, for tests.
     pub fn in_memory() -> Self {
-        Artifacts { store: Arc::new(object_store::memory::InMemory::new()), description: "memory".into() }
+        Artifacts { store: Arc::new(object_store::memory::InMemory::new()), local_root: None, description: "memory".into() }
     }
 
     /// Streams a request body into a file, replacing any file at that path. Returns the size.
@@ -183,18 +190,34 @@ impl Artifacts {
         Ok(files)
     }
 
-    /// Deletes a file, or a folder with everything below it. Deleting nothing is not an error.
+    /// Deletes a file, or a folder with everything below it. Deleting nothing is not an error;
+    /// deleting the whole root is refused.
     pub async fn delete(&self, path: &ArtifactPath) -> Result<()> {
-        match self.store.delete(&path.0).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
         if path.0.as_ref().is_empty() {
-            return Ok(());
+            return Err(Error::InvalidPath("refusing to delete the whole artifact root".into()));
         }
+        // The files below first: `LocalFileSystem` answers a delete of a directory with a
+        // generic "Is a directory" error, not with NotFound.
         let below: Vec<Path> = self.store.list(Some(&path.0)).map_ok(|m| m.location).try_collect().await?;
-        for p in below {
-            match self.store.delete(&p).await {
+        for p in &below {
+            match self.store.delete(p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            // `path` is checked (relative, no `.`/`..` segments), so this stays under the root.
+            let dir = root.join(path.0.as_ref());
+            if tokio::fs::symlink_metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(Error::Store(object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) })),
+                }
+            }
+        }
+        if below.is_empty() {
+            match self.store.delete(&path.0).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -209,7 +232,7 @@ mod tests {
 
     #[test]
     fn traversal_and_absolute_paths_are_refused() {
-        for bad in ["../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "%2e%2e/x", "a/%2E%2e", "a\\..\\b", "C:\\x", "a/%2f/b", "x\0y"] {
+        for bad in ["../x", "a/../../x", "/etc/passwd", "/", "//", "a//b", "a/./b", "%2e%2e/x", "a/%2E%2e", "a\\..\\b", "C:\\x", "a/%2f/b", "x\0y"] {
             assert!(ArtifactPath::parse(bad).is_err(), "{bad} should be refused");
         }
         for good in ["1/abc/artifacts/model.bin", "1/abc/artifacts/d/sub/", "", "a/b.c/d..e"] {
@@ -233,6 +256,8 @@ mod tests {
         assert!(a.list(&p).await.unwrap().is_empty(), "a file lists as empty");
         a.delete(&ArtifactPath::parse("0/r/artifacts/d").unwrap()).await.unwrap();
         assert!(matches!(a.get(&p).await, Err(Error::NotFound(_))));
+        assert!(a.list(&ArtifactPath::parse("0/r/artifacts").unwrap()).await.unwrap().is_empty(), "the folder is gone too");
+        assert!(a.delete(&ArtifactPath::parse("").unwrap()).await.is_err(), "the root is never deleted");
         a.delete(&ArtifactPath::parse("0/r/artifacts/missing").unwrap()).await.unwrap();
     }
 }

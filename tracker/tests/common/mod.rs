@@ -236,10 +236,8 @@ impl TestServer {
 
     /// Creates a run in `experiment_id` and returns its id.
     pub async fn create_run(&self, experiment_id: &str) -> String {
-        let body = self
-            .post("runs/create", serde_json::json!({ "experiment_id": experiment_id, "start_time": 1_700_000_000_000i64, "user_id": "tester" }))
-            .await
-            .ok();
+        let body =
+            self.post("runs/create", serde_json::json!({ "experiment_id": experiment_id, "start_time": 1_700_000_000_000i64, "user_id": "tester" })).await.ok();
         body["run"]["info"]["run_id"].as_str().expect("run_id").to_owned()
     }
 
@@ -276,11 +274,7 @@ pub fn files_below(dir: &Path) -> Vec<String> {
 /// `key -> value` of a `[{key, value}]` list in a JSON body.
 pub fn kv(list: &Value) -> std::collections::BTreeMap<String, String> {
     list.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["value"].as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
+        .map(|a| a.iter().map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["value"].as_str().unwrap_or_default().to_owned())).collect())
         .unwrap_or_default()
 }
 
