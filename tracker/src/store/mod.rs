@@ -44,7 +44,23 @@ pub enum Error {
     Conflict(String),
     /// The database failed.
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    /// Database errors caused by the data a client sent are the client's error, not a 5xx that
+    /// the mlflow client would retry for minutes: Postgres refuses NUL characters in `text`
+    /// (22021, 22P05) and values too large for an index entry (54000), where SQLite stores both.
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            match db.code().as_deref() {
+                Some("22021" | "22P05") => return Error::Invalid(format!("Invalid text in request: {}", db.message())),
+                Some("54000") => return Error::Invalid(format!("A value is too large for the database: {}", db.message())),
+                _ => {}
+            }
+        }
+        Error::Db(e)
+    }
 }
 
 /// Result with the store's error.

@@ -478,26 +478,23 @@ async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &str, params:
             }
         }
     }
-    let keys: Vec<&str> = wanted.keys().copied().collect();
-    let sql = format!("select key, value from param where run_uuid = $1 and key in ({})", placeholders(2, keys.len()));
-    let mut q = sqlx::query(&sql).bind(run_id);
-    for k in &keys {
-        q = q.bind(*k);
-    }
-    let mut existing: BTreeMap<String, String> = BTreeMap::new();
-    for row in q.fetch_all(&mut **tx).await? {
-        existing.insert(row.try_get(0)?, row.try_get(1)?);
-    }
+    // Insert-or-keep, then compare: a select-then-insert would let two writers of the same key
+    // (async logging, client retries) both see nothing and one fail on the primary key.
     for (k, v) in &wanted {
-        match existing.get(*k) {
-            Some(old) if old != v => {
+        let inserted = sqlx::query("insert into param (run_uuid, key, value) values ($1, $2, $3) on conflict (run_uuid, key) do nothing")
+            .bind(run_id)
+            .bind(*k)
+            .bind(*v)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            let old: String =
+                sqlx::query_scalar("select value from param where run_uuid = $1 and key = $2").bind(run_id).bind(*k).fetch_one(&mut **tx).await?;
+            if old != *v {
                 return Err(Error::Invalid(format!(
                     "Changing param values is not allowed. Param with key='{k}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{v}'."
                 )));
-            }
-            Some(_) => {}
-            None => {
-                sqlx::query("insert into param (run_uuid, key, value) values ($1, $2, $3)").bind(run_id).bind(*k).bind(*v).execute(&mut **tx).await?;
             }
         }
     }
