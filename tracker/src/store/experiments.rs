@@ -139,7 +139,7 @@ impl Store {
         let ids: Vec<i64> = exps.iter().filter_map(|e| e.experiment_id.parse().ok()).collect();
         let sql = format!(
             "select experiment_id, key, value from experiment_tag where experiment_id in ({}) order by experiment_id, key",
-            super::placeholders(1, ids.len())
+            self.in_list(ids.len())
         );
         let mut q = sqlx::query(&sql);
         for id in &ids {

@@ -161,7 +161,7 @@ impl Store {
             return Ok(models);
         }
         let ids: Vec<String> = models.iter().map(|m| m.info.model_id.clone()).collect();
-        let list = placeholders(1, ids.len());
+        let list = self.in_list(ids.len());
         let position = |id: &str| models.iter().position(|m| m.info.model_id == id);
         let mut found = Vec::new();
         for (table, is_tag) in [("logged_model_tag", true), ("logged_model_param", false)] {

@@ -197,6 +197,18 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+impl Store {
+    /// Placeholders for an `in (...)` list that holds every parameter of its statement:
+    /// anonymous `?` on SQLite, whose binding of numbered `$n` is quadratic in their number (see
+    /// `runs::row_placeholders`), `$1, $2, ...` on Postgres.
+    pub(crate) fn in_list(&self, count: usize) -> String {
+        match self.dialect {
+            Dialect::Sqlite => vec!["?"; count].join(", "),
+            Dialect::Postgres => placeholders(1, count),
+        }
+    }
+}
+
 /// `$first, $first+1, ...` for `count` values.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::search_sql::{bind_all, registry_filter_sql, registry_order_sql};
-use super::{decode_offset_token, encode_offset_token, is_unique_violation, now_ms, placeholders, Error, Result, Store};
+use super::{decode_offset_token, encode_offset_token, is_unique_violation, now_ms, Error, Result, Store};
 use crate::search::{RegistryClause, RegistryEntity, RegistryOrder};
 
 /// The legacy stages, in MLflow's spelling.
@@ -497,7 +497,7 @@ impl Store {
             return Ok(());
         }
         let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-        let list = placeholders(1, names.len());
+        let list = self.in_list(names.len());
         let mut tags: HashMap<String, Vec<Tag>> = HashMap::new();
         let sql = format!("select name, key, value from registered_model_tag where name in ({list}) order by name, key");
         for row in bind_names(sqlx::query(&sql), &names).fetch_all(&self.read).await? {
@@ -541,7 +541,7 @@ impl Store {
         let mut names: Vec<&str> = versions.iter().map(|v| v.name.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        let list = placeholders(1, names.len());
+        let list = self.in_list(names.len());
         let mut tags: HashMap<(String, i64), Vec<Tag>> = HashMap::new();
         let sql = format!("select name, version, key, value from model_version_tag where name in ({list}) order by name, version, key");
         for row in bind_names(sqlx::query(&sql), &names).fetch_all(&self.read).await? {
