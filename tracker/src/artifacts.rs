@@ -30,7 +30,24 @@ pub enum Error {
     Body(String),
     /// The object store failed.
     #[error(transparent)]
-    Store(#[from] object_store::Error),
+    Store(object_store::Error),
+}
+
+impl From<object_store::Error> for Error {
+    /// A file where a folder is needed, or a folder where a file is (`a.txt/b` after `a.txt`), is
+    /// the client's error; `LocalFileSystem` reports it only as a generic error with an I/O cause.
+    fn from(e: object_store::Error) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                if matches!(io.kind(), std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory) {
+                    return Error::InvalidPath(format!("Invalid artifact path: a file and a folder clash ({io})"));
+                }
+            }
+            cause = c.source();
+        }
+        Error::Store(e)
+    }
 }
 
 /// Result with the artifact error.
@@ -137,6 +154,19 @@ impl Artifacts {
         if path.0.as_ref().is_empty() {
             return Err(Error::InvalidPath("an artifact upload needs a file path".into()));
         }
+        if let Some(root) = &self.local_root {
+            // `LocalFileSystem` fails such uploads only with "Upload aborted": check first that
+            // no folder sits at the path and no file at one of its parents.
+            let target = root.join(path.0.as_ref());
+            if tokio::fs::symlink_metadata(&target).await.is_ok_and(|m| m.is_dir()) {
+                return Err(Error::InvalidPath(format!("Invalid artifact path '{}': a folder exists there", path.0)));
+            }
+            for parent in target.ancestors().skip(1).take_while(|p| p.starts_with(root) && *p != root.as_path()) {
+                if tokio::fs::symlink_metadata(parent).await.is_ok_and(|m| !m.is_dir()) {
+                    return Err(Error::InvalidPath(format!("Invalid artifact path '{}': a parent is a file", path.0)));
+                }
+            }
+        }
         let upload = self.store.put_multipart(&path.0).await?;
         // 5 MiB parts: S3's minimum part size, and a bounded buffer for local files.
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 5 * 1024 * 1024);
@@ -165,7 +195,11 @@ impl Artifacts {
                 Ok((size, res.into_stream().map_err(Error::from).boxed()))
             }
             Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound(path.0.to_string())),
-            Err(e) => Err(e.into()),
+            // Below a file (`a.txt/b`) nothing can exist.
+            Err(e) => match Error::from(e) {
+                Error::InvalidPath(_) => Err(Error::NotFound(path.0.to_string())),
+                other => Err(other),
+            },
         }
     }
 
@@ -176,7 +210,11 @@ impl Artifacts {
         let listing = match self.store.list_with_delimiter(prefix).await {
             Ok(l) => l,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+            // Below a file (`a.txt/b`): nothing, as MLflow lists it.
+            Err(e) => match Error::from(e) {
+                Error::InvalidPath(_) => return Ok(Vec::new()),
+                other => return Err(other),
+            },
         };
         let mut files: Vec<FileInfo> = listing
             .common_prefixes

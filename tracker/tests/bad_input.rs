@@ -27,6 +27,7 @@ both_backends!(
     state_rules,
     artifact_traversal_is_refused_and_writes_nothing,
     nul_and_odd_text_never_cause_server_errors,
+    artifact_file_and_folder_clashes,
 );
 
 async fn server(b: Backend) -> TestServer {
@@ -496,4 +497,39 @@ async fn nul_and_odd_text_never_cause_server_errors(b: Backend) {
     }
     // The server still works.
     s.post("runs/log-parameter", json!({"run_id": run, "key": "after", "value": "ok"})).await.ok();
+}
+
+/// A file where a folder is expected and the other way round: client errors, never a 5xx, and
+/// the existing file survives.
+async fn artifact_file_and_folder_clashes(b: Backend) {
+    let s = server(b).await;
+    let run = s.create_run("0").await;
+    let base = format!("0/{run}/artifacts");
+    let art = |p: &str| s.url(&format!("/api/2.0/mlflow-artifacts/artifacts/{base}/{p}"));
+    assert_eq!(s.put_artifact(&format!("{base}/f.txt"), "file").await.status.as_u16(), 200);
+    assert_eq!(s.put_artifact(&format!("{base}/d/inner.txt"), "inner").await.status.as_u16(), 200);
+    // A file below a file.
+    let r = s.send(s.client.put(art("f.txt/below.txt")).body("x")).await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.text);
+    // A file where a folder is.
+    let r = s.send(s.client.put(art("d")).body("x")).await;
+    assert!(r.status.is_client_error() || r.status.is_success(), "{} {}", r.status, r.text);
+    // Downloading a folder, or something below a file.
+    let r = s.send(s.client.get(art("d"))).await;
+    assert!(r.status.is_client_error(), "{} {}", r.status, r.text);
+    let r = s.send(s.client.get(art("f.txt/below.txt"))).await;
+    r.err(404, "RESOURCE_DOES_NOT_EXIST");
+    // Listing below a file is empty.
+    let listed = s.send(s.client.get(s.url("/api/2.0/mlflow-artifacts/artifacts")).query(&[("path", format!("{base}/f.txt/x"))])).await.ok();
+    assert_eq!(listed, json!({}));
+    // An empty file is a file.
+    assert_eq!(s.put_artifact(&format!("{base}/empty.txt"), "").await.status.as_u16(), 200);
+    let got = s.client.get(art("empty.txt")).send().await.unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.text().await.unwrap(), "");
+    let listed = s.send(s.client.get(s.url("/api/2.0/mlflow-artifacts/artifacts")).query(&[("path", base.clone())])).await.ok();
+    assert!(listed["files"].as_array().unwrap().contains(&json!({"path": "empty.txt", "is_dir": false, "file_size": 0})), "{listed}");
+    // The original files are intact.
+    assert_eq!(s.client.get(art("f.txt")).send().await.unwrap().text().await.unwrap(), "file");
+    assert_eq!(s.client.get(art("d/inner.txt")).send().await.unwrap().text().await.unwrap(), "inner");
 }

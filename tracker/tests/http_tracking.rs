@@ -21,6 +21,7 @@ both_backends!(
     logged_models_flow,
     artifacts_put_list_get_delete,
     ajax_api_mirror,
+    metric_history_100k_points_as_the_client_pages_it,
 );
 
 async fn server(b: Backend) -> TestServer {
@@ -547,4 +548,41 @@ async fn ajax_api_mirror(b: Backend) {
     assert_eq!(listed, json!({"files": [{"path": "x.txt", "is_dir": false, "file_size": 1}]}));
     let info = s.send(s.client.get(s.url("/ajax-api/3.0/mlflow/server-info"))).await.ok();
     assert_eq!(info["store_type"], "SqlStore");
+}
+
+async fn metric_history_100k_points_as_the_client_pages_it(b: Backend) {
+    let s = server(b).await;
+    let run = s.create_run("0").await;
+    // Logged as the client chunks log_metrics: 1000 per log-batch.
+    for chunk in 0..100 {
+        let metrics: Vec<Value> =
+            (0..1000).map(|j| chunk * 1000 + j).map(|i| json!({"key": "loss", "value": i as f64, "timestamp": 1_000_000 + i / 7, "step": i})).collect();
+        s.post("runs/log-batch", json!({"run_id": run, "metrics": metrics})).await.ok();
+    }
+    // get_metric_history: max_results=25000, looping on next_page_token.
+    let mut seen = 0i64;
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut q = vec![("run_uuid", run.as_str()), ("run_id", run.as_str()), ("metric_key", "loss"), ("max_results", "25000")];
+        if let Some(t) = &token {
+            q.push(("page_token", t.as_str()));
+        }
+        let page = s.get("metrics/get-history", &q).await.ok();
+        pages += 1;
+        for m in page["metrics"].as_array().unwrap() {
+            // (timestamp, step) order: here that is the logging order.
+            assert_eq!(m["step"].as_i64(), Some(seen));
+            assert_eq!(m["value"].as_f64(), Some(seen as f64));
+            seen += 1;
+        }
+        match page["next_page_token"].as_str() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+        assert!(pages < 6, "paging does not end");
+    }
+    assert_eq!((seen, pages), (100_000, 4));
+    let latest = &s.get_run(&run).await["data"]["metrics"][0];
+    assert_eq!((latest["step"].as_i64(), latest["value"].as_f64()), (Some(99_999), Some(99_999.0)));
 }
