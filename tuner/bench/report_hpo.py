@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Summarise an hpo_bench.py --out JSON into the tables of tuner/BENCHMARKS-tuner.md.
+"""Summarise an hpo_bench.py --out JSON into the tuner tables of BENCHMARKS.md.
 
     python3 tuner/bench/report_hpo.py /path/to/results.json
 
-Prints median regret@100 [IQR] and ms/trial per benchmark and sampler, then checks the issue's
+Prints median regret@100 [IQR] and ms/trial per benchmark and sampler, then checks the
 targets for the `auto` sampler against Optuna TPE and Optuna GP from the same file.
 """
 import json

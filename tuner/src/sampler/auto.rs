@@ -1,7 +1,7 @@
 //! The default sampler: GP where it measured best, TPE elsewhere.
 //!
 //! The choice is a pure function of the space, the budget hint and the history size, so it
-//! replays like every other decision. Measured on `hpo_bench.py` (see `BENCHMARKS-tuner.md`):
+//! replays like every other decision. Measured on `hpo_bench.py` (see `BENCHMARKS.md`):
 //! the GP wins on small unconditional spaces within a few hundred trials; its cost grows as
 //! O(n^3) per ask, and its imputation of inactive parameters is crude, so conditional spaces,
 //! large spaces and long studies go to TPE.
