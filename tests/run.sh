@@ -3,7 +3,7 @@
 #
 #   bash tests/run.sh [extra pytest args...]     (from any directory)
 #
-# Steps, each fatal on failure:
+# Steps (a failed build or venv stops at once; failed test steps are listed and fail the run at the end):
 #   1. cargo build --workspace                   (dev profile; dependencies are optimized, see Cargo.toml)
 #   2. cargo test --workspace                    (the Postgres variants run when TEST_POSTGRES_URL
 #                                                 and TRACKER_TEST_POSTGRES_URL are set, as .ci/run does)
@@ -29,6 +29,10 @@ case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 START=$SECONDS
 step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - START))" "$*"; }
 fail() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+# Test steps record their failure here and the script goes on, so one run shows every failing
+# suite; it exits non-zero at the end. A failed build or venv still stops it at once.
+FAILED_STEPS=()
+failed() { printf '\nFAILED: %s\n' "$*" >&2; FAILED_STEPS+=("$*"); }
 
 step "cargo build --workspace"
 cargo build --workspace || fail "cargo build --workspace"
@@ -41,7 +45,7 @@ else
     else
         step "cargo test --workspace (SQLite only: TEST_POSTGRES_URL is unset)"
     fi
-    cargo test --workspace || fail "cargo test --workspace"
+    cargo test --workspace || failed "cargo test --workspace"
 fi
 
 TRACKER_BIN="$TARGET_DIR/debug/tracker"
@@ -71,15 +75,20 @@ unset COMPAT_SERVER COMPAT_POSTGRES_URL
 PYTEST=("$VENV/bin/python" -m pytest "$SUITE" -p no:cacheprovider -q -rfEs)
 
 step "pytest tests/mlflow_client against $TRACKER_BIN (SQLite store)"
-"${PYTEST[@]}" "$@" || fail "pytest tests/mlflow_client on SQLite (server logs: rerun with COMPAT_KEEP_TMP=1)"
+"${PYTEST[@]}" "$@" || failed "pytest tests/mlflow_client on SQLite (server logs: rerun with COMPAT_KEEP_TMP=1)"
 
 if [[ -n "${TEST_POSTGRES_URL:-}" ]]; then
     # Same suite, each server on a fresh database made through the admin URL (needs psql).
     step "pytest tests/mlflow_client against $TRACKER_BIN (Postgres store)"
     COMPAT_POSTGRES_URL="$TEST_POSTGRES_URL" "${PYTEST[@]}" "$@" \
-        || fail "pytest tests/mlflow_client on Postgres (server logs: rerun with COMPAT_KEEP_TMP=1)"
+        || failed "pytest tests/mlflow_client on Postgres (server logs: rerun with COMPAT_KEEP_TMP=1)"
 else
     step "pytest tests/mlflow_client on Postgres: skipped (TEST_POSTGRES_URL is unset)"
 fi
 
+if ((${#FAILED_STEPS[@]})); then
+    step "FAILED steps:"
+    printf '  - %s\n' "${FAILED_STEPS[@]}"
+    exit 1
+fi
 step "all tests passed"
