@@ -360,8 +360,9 @@ pub struct Request {
     /// Experiment name (get-by-name).
     #[serde(default, deserialize_with = "flex::opt_string")]
     pub experiment_name: Option<String>,
-    /// Name (experiments/create, logged models, registry).
-    #[serde(default, deserialize_with = "flex::opt_string")]
+    /// Name (experiments/create, logged models, registry): a JSON string, never a number, as in
+    /// MLflow's proto.
+    #[serde(default)]
     pub name: Option<String>,
     /// New name (experiments/update, registry rename).
     #[serde(default, deserialize_with = "flex::opt_string")]

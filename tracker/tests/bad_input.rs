@@ -219,9 +219,14 @@ async fn over_long_keys_and_values(b: Backend) {
     let run = s.create_run("0").await;
     let long_key = "k".repeat(251);
     s.post("runs/log-metric", json!({"run_id": run, "key": long_key, "value": 1.0, "timestamp": 1})).await.err(400, "INVALID_PARAMETER_VALUE");
-    s.post("runs/log-parameter", json!({"run_id": run, "key": "p", "value": "v".repeat(6001)})).await.err(400, "INVALID_PARAMETER_VALUE");
-    s.post("runs/set-tag", json!({"run_id": run, "key": "t", "value": "v".repeat(8001)})).await.err(400, "INVALID_PARAMETER_VALUE");
-    s.post("experiments/set-experiment-tag", json!({"experiment_id": "0", "key": "t", "value": "v".repeat(8001)})).await.err(400, "INVALID_PARAMETER_VALUE");
+    // Over-long values are cut to MLflow's limits (in characters), as its server does.
+    s.post("runs/log-parameter", json!({"run_id": run, "key": "long", "value": "값".repeat(6001)})).await.ok();
+    s.post("runs/set-tag", json!({"run_id": run, "key": "long", "value": "v".repeat(8001)})).await.ok();
+    let got = s.get_run(&run).await;
+    assert_eq!(common::kv(&got["data"]["params"])["long"], "값".repeat(6000));
+    assert_eq!(common::kv(&got["data"]["tags"])["long"], "v".repeat(8000));
+    s.post("experiments/create", json!({"name": "e".repeat(501)})).await.err(400, "INVALID_PARAMETER_VALUE");
+    s.post("experiments/create", json!({"name": 5})).await.err(400, "INVALID_PARAMETER_VALUE");
     // Keys that look like paths or carry odd characters.
     for key in ["../x", "/abs", "a/../b", "a/./b", "tab\tkey", "semi;colon", "quote'"] {
         s.post("runs/set-tag", json!({"run_id": run, "key": key, "value": "v"})).await.err(400, "INVALID_PARAMETER_VALUE");
@@ -293,7 +298,8 @@ async fn unknown_ids_are_resource_does_not_exist(b: Backend) {
     s.get("experiments/get-by-name", &[("experiment_name", "nope")]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
     s.get("runs/get", &[("run_id", ghost)]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
     s.get("runs/get", &[("run_id", "'; drop table run; --")]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
-    s.get("metrics/get-history", &[("run_id", ghost), ("metric_key", "m")]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    // An unknown run has no history, like an unknown key (MLflow answers `{}`).
+    assert_eq!(s.get("metrics/get-history", &[("run_id", ghost), ("metric_key", "m")]).await.ok(), json!({}));
     let lm = |m: reqwest::Method, p: &str| s.client.request(m, s.url(&format!("/api/2.0/mlflow/logged-models/{p}")));
     expect_err(&s, lm(reqwest::Method::GET, "m-0000"), 404, "RESOURCE_DOES_NOT_EXIST").await;
     expect_err(&s, lm(reqwest::Method::PATCH, "m-0000").json(&json!({"status": "LOGGED_MODEL_READY"})), 404, "RESOURCE_DOES_NOT_EXIST").await;

@@ -42,12 +42,16 @@ async fn registered_models_and_versions(backend: Backend) {
     assert_eq!(v1["model_version"]["current_stage"], "None");
     assert_eq!(v1["model_version"]["run_id"], run.as_str());
     let v2 = s
-        .post("model-versions/create", json!({"name": "ko-lora", "source": source, "tags": [{"key": "k", "value": "v"}], "description": "second"}))
+        .post("model-versions/create", json!({"name": "ko-lora", "source": source, "run_id": run, "tags": [{"key": "k", "value": "v"}], "description": "second"}))
         .await
         .ok();
     assert_eq!(v2["model_version"]["version"], "2");
     assert_eq!(v2["model_version"]["tags"], json!([{"key": "k", "value": "v"}]));
-    s.post("model-versions/create", json!({"name": "missing", "source": source})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    s.post("model-versions/create", json!({"name": "missing", "source": source, "run_id": run})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    // Sources must belong to the version's run or logged model, and never be local paths.
+    s.post("model-versions/create", json!({"name": "ko-lora", "source": source})).await.err(400, "INVALID_PARAMETER_VALUE");
+    s.post("model-versions/create", json!({"name": "ko-lora", "source": "/etc/passwd"})).await.err(400, "INVALID_PARAMETER_VALUE");
+    s.post("model-versions/create", json!({"name": "ko-lora", "source": "mlflow-artifacts:/0/r/artifacts/../../../x"})).await.err(400, "INVALID_PARAMETER_VALUE");
     s.post("model-versions/create", json!({"name": "ko-lora"})).await.err(400, "INVALID_PARAMETER_VALUE");
     s.get("model-versions/get", &[("name", "ko-lora"), ("version", "9")]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
     s.get("model-versions/get", &[("name", "ko-lora"), ("version", "x")]).await.err(400, "INVALID_PARAMETER_VALUE");
@@ -72,6 +76,8 @@ async fn registered_models_and_versions(backend: Backend) {
     s.post("registered-models/alias", json!({"name": "ko-lora", "alias": "x", "version": "7"})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
     let model = s.get("registered-models/get", &[("name", "ko-lora")]).await.ok();
     assert_eq!(model["registered_model"]["aliases"], json!([{"alias": "champion", "version": "2"}]));
+    let latest = s.get("registered-models/alias", &[("name", "ko-lora"), ("alias", "latest")]).await.ok();
+    assert_eq!(latest["model_version"]["version"], "2", "the reserved alias `latest` reads the newest version");
 
     // Stages: archive_existing_versions moves the other Production version to Archived.
     let t = s
@@ -134,7 +140,9 @@ async fn registered_models_and_versions(backend: Backend) {
     assert_eq!(versions(&found["model_versions"]), ["ko-lora/2", "ko-lora/1"]);
     assert_eq!(found["model_versions"][0]["aliases"], json!(["champion"]), "aliases hydrated in version search");
     let found = s.get("model-versions/search", &[("filter", &format!("run_id = '{run}'"))]).await.ok();
-    assert_eq!(versions(&found["model_versions"]), ["ko-lora/1"]);
+    assert_eq!(versions(&found["model_versions"]), ["ko-lora/2", "ko-lora/1"]);
+    let found = s.get("model-versions/search", &[("filter", "run_id IN ('another-run')")]).await.ok();
+    assert_eq!(found["model_versions"], json!([]), "{found}");
     let found = s.get("model-versions/search", &[("filter", "version_number > 1 AND tags.k IS NULL")]).await.ok();
     assert_eq!(versions(&found["model_versions"]), ["ko-lora/2"]);
     let found = s.get("model-versions/search", &[("filter", "source_path LIKE 'runs:/%'"), ("order_by", "version_number ASC"), ("max_results", "1")]).await.ok();
@@ -157,6 +165,11 @@ async fn registered_models_and_versions(backend: Backend) {
     let v3 = s.post("model-versions/create", json!({"name": "ko-lora-v2", "source": "s3://bucket/adapter"})).await.ok();
     assert_eq!(v3["model_version"]["version"], "3");
     let uri = s.get("model-versions/get-download-uri", &[("name", "ko-lora-v2"), ("version", "3")]).await.ok();
+    assert_eq!(uri["artifact_uri"], "s3://bucket/adapter");
+    // A copy (`models:/NAME/VERSION`) downloads from where the original's files are.
+    s.post("registered-models/create", json!({"name": "copy"})).await.ok();
+    s.post("model-versions/create", json!({"name": "copy", "source": "models:/ko-lora-v2/3"})).await.ok();
+    let uri = s.get("model-versions/get-download-uri", &[("name", "copy"), ("version", "1")]).await.ok();
     assert_eq!(uri["artifact_uri"], "s3://bucket/adapter");
     delete(&s, "registered-models/alias", json!({"name": "ko-lora-v2", "alias": "gone"})).await.ok();
 

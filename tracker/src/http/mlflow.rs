@@ -100,11 +100,13 @@ pub(super) fn validate_key(kind: &str, key: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn validate_value(kind: &str, key: &str, value: &str, max: usize) -> Result<()> {
-    if value.len() > max {
-        return Err(Error::InvalidParameter(format!("{kind} value for '{key}' exceeds the maximum length of {max}")));
+/// Cuts a param or tag value to `max` characters, as MLflow's server does by default
+/// (`MLFLOW_TRUNCATE_LONG_VALUES`): training code that logs a long config keeps working.
+pub(super) fn truncate_value(mut value: String, max: usize) -> String {
+    if let Some((cut, _)) = value.char_indices().nth(max) {
+        value.truncate(cut);
     }
-    Ok(())
+    value
 }
 
 /// A `value` field of log-parameter/set-tag: a string (numbers are written out, as protobuf does).
@@ -123,8 +125,7 @@ pub(super) fn key_values(list: &Option<Vec<api::mlflow::KeyValue>>, kind: &str, 
     for kv in list.iter().flatten() {
         let key = required(&kv.key, "key")?;
         validate_key(kind, key)?;
-        let value = kv.value.clone().unwrap_or_default();
-        validate_value(kind, key, &value, max_value)?;
+        let value = truncate_value(kv.value.clone().unwrap_or_default(), max_value);
         out.push((key.to_owned(), value));
     }
     Ok(out)
@@ -142,8 +143,19 @@ pub(super) fn search_error(e: search::SearchError) -> Error {
     Error::InvalidParameter(e.to_string())
 }
 
+/// Longest experiment name MLflow accepts.
+pub const MAX_EXPERIMENT_NAME_LENGTH: usize = 500;
+
+fn experiment_name<'a>(v: &'a Option<String>, field: &str) -> Result<&'a str> {
+    let name = required(v, field)?;
+    if name.chars().count() > MAX_EXPERIMENT_NAME_LENGTH {
+        return Err(Error::InvalidParameter(format!("Experiment name exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters")));
+    }
+    Ok(name)
+}
+
 async fn create_experiment(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
-    let name = required(&req.name, "name")?;
+    let name = experiment_name(&req.name, "name")?;
     let tags = key_values(&req.tags, "Tag", MAX_TAG_VALUE_LENGTH)?;
     let id = app.store.create_experiment(name, req.artifact_location.as_deref(), &tags).await?;
     Ok(Json(json!({ "experiment_id": id })))
@@ -174,7 +186,8 @@ async fn search_experiments(State(app): State<AppState>, MlflowRequest(req): Mlf
 
 async fn update_experiment(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
     let id = required(&req.experiment_id, "experiment_id")?;
-    if let Some(name) = req.new_name.as_deref().filter(|n| !n.is_empty()) {
+    if req.new_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        let name = experiment_name(&req.new_name, "new_name")?;
         app.store.rename_experiment(id, name).await?;
     } else {
         app.store.get_experiment(id).await?;
@@ -196,8 +209,7 @@ async fn set_experiment_tag(State(app): State<AppState>, MlflowRequest(req): Mlf
     let id = required(&req.experiment_id, "experiment_id")?;
     let key = required(&req.key, "key")?;
     validate_key("Tag", key)?;
-    let value = string_value(&req.value)?;
-    validate_value("Tag", key, &value, MAX_TAG_VALUE_LENGTH)?;
+    let value = truncate_value(string_value(&req.value)?, MAX_TAG_VALUE_LENGTH);
     app.store.set_experiment_tag(id, key, &value).await?;
     Ok(Json(json!({})))
 }
@@ -317,8 +329,7 @@ async fn log_param(State(app): State<AppState>, MlflowRequest(req): MlflowReques
     let id = run_id(&req)?;
     let key = required(&req.key, "key")?;
     validate_key("Param", key)?;
-    let value = string_value(&req.value)?;
-    validate_value("Param", key, &value, MAX_PARAM_VALUE_LENGTH)?;
+    let value = truncate_value(string_value(&req.value)?, MAX_PARAM_VALUE_LENGTH);
     app.store.log_batch(id, &[], &[(key.to_owned(), value)], &[]).await?;
     Ok(Json(json!({})))
 }
@@ -327,8 +338,7 @@ async fn set_tag(State(app): State<AppState>, MlflowRequest(req): MlflowRequest)
     let id = run_id(&req)?;
     let key = required(&req.key, "key")?;
     validate_key("Tag", key)?;
-    let value = string_value(&req.value)?;
-    validate_value("Tag", key, &value, MAX_TAG_VALUE_LENGTH)?;
+    let value = truncate_value(string_value(&req.value)?, MAX_TAG_VALUE_LENGTH);
     app.store.log_batch(id, &[], &[], &[(key.to_owned(), value)]).await?;
     Ok(Json(json!({})))
 }

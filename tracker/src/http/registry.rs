@@ -6,11 +6,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::mlflow::{key_values, page_size, required, search_error, string_value, validate_key, validate_value, MAX_TAG_VALUE_LENGTH};
+use super::mlflow::{key_values, page_size, required, search_error, string_value, truncate_value, validate_key, MAX_TAG_VALUE_LENGTH};
 use super::MlflowRequest;
 use crate::error::{Error, Result};
 use crate::search::{self, RegistryEntity};
-use crate::store::registry::NewModelVersion;
+use crate::store::registry::{validate_version_source, NewModelVersion};
 use crate::AppState;
 
 type JsonResult = Result<Json<Value>>;
@@ -76,8 +76,7 @@ fn alias_name(v: &Option<String>) -> Result<&str> {
 fn tag_pair(req: &api::mlflow::Request) -> Result<(&str, String)> {
     let key = required(&req.key, "key")?;
     validate_key("Tag", key)?;
-    let value = string_value(&req.value)?;
-    validate_value("Tag", key, &value, MAX_TAG_VALUE_LENGTH)?;
+    let value = truncate_value(string_value(&req.value)?, MAX_TAG_VALUE_LENGTH);
     Ok((key, value))
 }
 
@@ -166,9 +165,11 @@ async fn get_latest_versions(State(app): State<AppState>, MlflowRequest(req): Ml
 }
 
 async fn create_model_version(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
+    let source = required(&req.source, "source")?;
+    validate_version_source(source, req.run_id.as_deref(), req.model_id.as_deref())?;
     let new = NewModelVersion {
         name: required(&req.name, "name")?.to_owned(),
-        source: required(&req.source, "source")?.to_owned(),
+        source: source.to_owned(),
         run_id: req.run_id.clone(),
         run_link: req.run_link.clone(),
         description: req.description.clone(),

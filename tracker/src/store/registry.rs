@@ -431,11 +431,18 @@ impl Store {
         Ok(())
     }
 
-    /// The version an alias points at.
+    /// The version an alias points at; the reserved alias `latest` is the newest version.
     pub async fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
-        let row = sqlx::query("select version from registered_model_alias where name = $1 and alias = $2")
-            .bind(name)
-            .bind(alias)
+        let sql = if alias.eq_ignore_ascii_case("latest") {
+            "select max(version) from model_version where name = $1 having max(version) is not null"
+        } else {
+            "select version from registered_model_alias where name = $1 and alias = $2"
+        };
+        let mut query = sqlx::query(sql).bind(name);
+        if !alias.eq_ignore_ascii_case("latest") {
+            query = query.bind(alias);
+        }
+        let row = query
             .fetch_optional(&self.read)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Registered model alias {alias} not found.")))?;
@@ -443,8 +450,22 @@ impl Store {
         self.get_model_version(name, &version.to_string()).await
     }
 
-    /// Where a version's files are, as an artifact URI the client can download from.
+    /// Where a version's files are, as an artifact URI the client can download from. A version
+    /// copied from another (`models:/NAME/VERSION`) resolves to where that one's files are.
     pub async fn get_model_version_download_uri(&self, name: &str, version: &str) -> Result<String> {
+        let mut current = (name.to_owned(), version.to_owned());
+        // Bounded: copies of copies resolve, a cycle cannot loop forever.
+        for _ in 0..8 {
+            let uri = self.direct_download_uri(&current.0, &current.1).await?;
+            match split_models_uri(&uri) {
+                Some((n, v)) => current = (n.to_owned(), v.to_owned()),
+                None => return Ok(uri),
+            }
+        }
+        Err(Error::Invalid(format!("Model version source of {name} v{version} refers to other versions too deeply")))
+    }
+
+    async fn direct_download_uri(&self, name: &str, version: &str) -> Result<String> {
         let mv = self.get_model_version(name, version).await?;
         if !mv.model_id.is_empty() {
             if let Some(row) = sqlx::query("select artifact_location from logged_model where model_id = $1").bind(&mv.model_id).fetch_optional(&self.read).await? {
@@ -561,6 +582,43 @@ impl Store {
     }
 }
 
+/// Splits `models:/<name>/<version>` (a registered version, not a logged model `models:/m-...`).
+fn split_models_uri(source: &str) -> Option<(&str, &str)> {
+    let (name, version) = source.strip_prefix("models:/")?.rsplit_once('/')?;
+    (!name.is_empty() && version.parse::<i64>().is_ok()).then_some((name, version))
+}
+
+/// Checks a new version's source as MLflow's server does: a `runs:/` source must name the
+/// version's run, a `models:/m-...` source its logged model, and no source may be a local path
+/// or climb out of its folder with `..`.
+pub fn validate_version_source(source: &str, run_id: Option<&str>, model_id: Option<&str>) -> Result<()> {
+    let invalid = |why: &str| Err(Error::Invalid(format!("Invalid model version source: '{source}'. {why}")));
+    if source.split(['/', '\\']).any(|part| part == "..") || source.contains("%2e%2e") || source.contains("%2E%2E") {
+        return invalid("A source may not contain '..'.");
+    }
+    let run_id = run_id.filter(|r| !r.is_empty());
+    let model_id = model_id.filter(|m| !m.is_empty());
+    if let Some((run, _)) = split_runs_uri(source) {
+        if run_id != Some(run) {
+            return invalid("A runs:/ source needs the request's run_id to name the same run.");
+        }
+        return Ok(());
+    }
+    if let Some(id) = source.strip_prefix("models:/").filter(|rest| rest.starts_with("m-") && !rest.contains('/')) {
+        if model_id != Some(id) {
+            return invalid("A models:/m-... source needs the request's model_id to name the same logged model.");
+        }
+        return Ok(());
+    }
+    let has_scheme = source.split_once("://").is_some_and(|(scheme, _)| !scheme.is_empty() && scheme != "file")
+        || source.starts_with("models:/")
+        || source.starts_with("mlflow-artifacts:/");
+    if !has_scheme {
+        return invalid("Local paths are not accepted as sources; log the model to the run or upload it as an artifact.");
+    }
+    Ok(())
+}
+
 /// Splits `runs:/<run_id>/<path>` into its parts.
 fn split_runs_uri(source: &str) -> Option<(&str, &str)> {
     let rest = source.strip_prefix("runs:/")?;
@@ -636,6 +694,24 @@ mod tests {
         assert_eq!(split_runs_uri("runs:/abc/a/b/"), Some(("abc", "a/b")));
         assert_eq!(split_runs_uri("runs:/abc"), Some(("abc", "")));
         assert_eq!(split_runs_uri("s3://b/k"), None);
+    }
+
+    #[test]
+    fn version_sources_must_match_their_run_or_model_and_stay_remote() {
+        assert!(validate_version_source("runs:/r1/model", Some("r1"), None).is_ok());
+        assert!(validate_version_source("runs:/r1/model", Some("r2"), None).is_err());
+        assert!(validate_version_source("runs:/r1/model", None, None).is_err());
+        assert!(validate_version_source("models:/m-a", None, Some("m-a")).is_ok());
+        assert!(validate_version_source("models:/m-a", None, Some("m-b")).is_err());
+        assert!(validate_version_source("models:/m-a", None, None).is_err());
+        assert!(validate_version_source("models:/other/3", None, None).is_ok());
+        assert!(validate_version_source("s3://bucket/adapter", None, None).is_ok());
+        assert!(validate_version_source("mlflow-artifacts:/1/r/artifacts/model", None, None).is_ok());
+        assert!(validate_version_source("mlflow-artifacts:/1/r/artifacts/../../../x", None, None).is_err());
+        assert!(validate_version_source("/etc/passwd", None, None).is_err());
+        assert!(validate_version_source("file:///etc/passwd", None, None).is_err());
+        assert_eq!(split_models_uri("models:/src/1"), Some(("src", "1")));
+        assert_eq!(split_models_uri("models:/m-abc"), None);
     }
 
     #[test]

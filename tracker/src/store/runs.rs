@@ -283,8 +283,8 @@ impl Store {
     ///
     /// Paging is keyset paging on (timestamp, step, metric_id): a page costs the same however deep
     /// it is, and the token stays valid while points are appended.
+    /// An unknown run has no history, like an unknown key: MLflow answers both with `{}`.
     pub async fn metric_history(&self, run_id: &str, key: &str, max_results: Option<i64>, page_token: Option<&str>) -> Result<HistoryPage> {
-        self.get_run_info(run_id).await?;
         let after = decode_history_token(page_token)?;
         let limit = max_results.unwrap_or(i64::MAX / 2);
         let mut sql = String::from("select key, value, is_nan, timestamp, step, metric_id from metric where run_uuid = $1 and key = $2");

@@ -142,9 +142,12 @@ impl Builder {
     }
 
     fn number(&mut self, n: Number) -> String {
-        match n {
-            Number::Int(i) => self.bind(Bind::Int(i)),
-            Number::Float(f) => self.bind(Bind::Float(f)),
+        match (n, self.dialect) {
+            (Number::Int(i), _) => self.bind(Bind::Int(i)),
+            // Postgres types a parameter from its context: beside a bigint column a float would be
+            // read as a bigint. The cast keeps `start_time > 1999.5` a float comparison.
+            (Number::Float(f), Dialect::Postgres) => format!("CAST({} AS DOUBLE PRECISION)", self.bind(Bind::Float(f))),
+            (Number::Float(f), Dialect::Sqlite) => self.bind(Bind::Float(f)),
         }
     }
 
