@@ -167,46 +167,49 @@ impl Store {
             return Ok(runs);
         }
         let index: BTreeMap<String, usize> = runs.iter().enumerate().map(|(i, r)| (r.info.run_id.clone(), i)).collect();
-        let ids: Vec<&String> = index.keys().collect();
-        let list = self.in_list(ids.len());
-        let params_sql = format!("select run_uuid, key, value from param where run_uuid in ({list}) order by key");
-        let tags_sql = format!("select run_uuid, key, value from tag where run_uuid in ({list}) order by key");
-        let metrics_sql = format!("select run_uuid, key, value, is_nan, timestamp, step from latest_metric where run_uuid in ({list}) order by key");
-        let inputs_sql = format!(
-            "select i.run_uuid, i.tags_json, d.name, d.digest, d.source_type, d.source, d.schema, d.profile from run_input i join dataset d on d.dataset_uuid = i.dataset_uuid where i.run_uuid in ({list}) order by d.name, d.digest"
-        );
-        let outputs_sql = format!("select run_uuid, model_id, step from run_output where run_uuid in ({list}) order by step, model_id");
-        for row in bind_ids(&params_sql, &ids).fetch_all(&self.read).await? {
-            let run: String = row.try_get(0)?;
-            runs[index[&run]].data.params.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
-        }
-        for row in bind_ids(&tags_sql, &ids).fetch_all(&self.read).await? {
-            let run: String = row.try_get(0)?;
-            runs[index[&run]].data.tags.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
-        }
-        for row in bind_ids(&metrics_sql, &ids).fetch_all(&self.read).await? {
-            let run: String = row.try_get(0)?;
-            runs[index[&run]].data.metrics.push(metric_from_row(&row, 1)?);
-        }
-        for row in bind_ids(&inputs_sql, &ids).fetch_all(&self.read).await? {
-            let run: String = row.try_get(0)?;
-            let tags_json: String = row.try_get(1)?;
-            let tags: Vec<Tag> = serde_json::from_str(&tags_json).unwrap_or_default();
-            runs[index[&run]].inputs.dataset_inputs.push(DatasetInput {
-                tags,
-                dataset: Dataset {
-                    name: row.try_get(2)?,
-                    digest: row.try_get(3)?,
-                    source_type: row.try_get(4)?,
-                    source: row.try_get(5)?,
-                    schema: row.try_get(6)?,
-                    profile: row.try_get(7)?,
-                },
-            });
-        }
-        for row in bind_ids(&outputs_sql, &ids).fetch_all(&self.read).await? {
-            let run: String = row.try_get(0)?;
-            runs[index[&run]].outputs.model_outputs.push(ModelOutput { model_id: Some(row.try_get(1)?), step: Some(row.try_get(2)?) });
+        let all_ids: Vec<&String> = index.keys().collect();
+        // SQLite allows 32,766 parameters a statement; a page may hold 50,000 runs.
+        for ids in all_ids.chunks(HYDRATE_IDS_PER_QUERY) {
+            let list = self.in_list(ids.len());
+            let params_sql = format!("select run_uuid, key, value from param where run_uuid in ({list}) order by key");
+            let tags_sql = format!("select run_uuid, key, value from tag where run_uuid in ({list}) order by key");
+            let metrics_sql = format!("select run_uuid, key, value, is_nan, timestamp, step from latest_metric where run_uuid in ({list}) order by key");
+            let inputs_sql = format!(
+                "select i.run_uuid, i.tags_json, d.name, d.digest, d.source_type, d.source, d.schema, d.profile from run_input i join dataset d on d.dataset_uuid = i.dataset_uuid where i.run_uuid in ({list}) order by d.name, d.digest"
+            );
+            let outputs_sql = format!("select run_uuid, model_id, step from run_output where run_uuid in ({list}) order by step, model_id");
+            for row in bind_ids(&params_sql, &ids).fetch_all(&self.read).await? {
+                let run: String = row.try_get(0)?;
+                runs[index[&run]].data.params.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
+            }
+            for row in bind_ids(&tags_sql, &ids).fetch_all(&self.read).await? {
+                let run: String = row.try_get(0)?;
+                runs[index[&run]].data.tags.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
+            }
+            for row in bind_ids(&metrics_sql, &ids).fetch_all(&self.read).await? {
+                let run: String = row.try_get(0)?;
+                runs[index[&run]].data.metrics.push(metric_from_row(&row, 1)?);
+            }
+            for row in bind_ids(&inputs_sql, &ids).fetch_all(&self.read).await? {
+                let run: String = row.try_get(0)?;
+                let tags_json: String = row.try_get(1)?;
+                let tags: Vec<Tag> = serde_json::from_str(&tags_json).unwrap_or_default();
+                runs[index[&run]].inputs.dataset_inputs.push(DatasetInput {
+                    tags,
+                    dataset: Dataset {
+                        name: row.try_get(2)?,
+                        digest: row.try_get(3)?,
+                        source_type: row.try_get(4)?,
+                        source: row.try_get(5)?,
+                        schema: row.try_get(6)?,
+                        profile: row.try_get(7)?,
+                    },
+                });
+            }
+            for row in bind_ids(&outputs_sql, &ids).fetch_all(&self.read).await? {
+                let run: String = row.try_get(0)?;
+                runs[index[&run]].outputs.model_outputs.push(ModelOutput { model_id: Some(row.try_get(1)?), step: Some(row.try_get(2)?) });
+            }
         }
         Ok(runs)
     }
@@ -500,6 +503,9 @@ async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &str, params:
     }
     Ok(())
 }
+
+/// Run ids per hydration query, below SQLite's limit on parameters.
+const HYDRATE_IDS_PER_QUERY: usize = 10_000;
 
 /// Rows per multi-row INSERT: 9 placeholders each stays far below both databases' limits.
 const METRIC_ROWS_PER_INSERT: usize = 500;
