@@ -7,7 +7,7 @@ use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::MlflowRequest;
+use super::{with_page_token, MlflowRequest};
 use crate::error::{Error, Result};
 use crate::search;
 use crate::store::experiments::ViewType;
@@ -177,11 +177,7 @@ async fn search_experiments(State(app): State<AppState>, MlflowRequest(req): Mlf
     let view = ViewType::parse(req.view_type.as_deref()).map_err(Error::InvalidParameter)?;
     let max = page_size(&req, 1000, 50_000)?;
     let page = app.store.search_experiments(&filter, &order, view, max, req.page_token.as_deref()).await?;
-    let mut body = json!({ "experiments": page.experiments });
-    if let Some(t) = page.next_page_token {
-        body["next_page_token"] = json!(t);
-    }
-    Ok(Json(body))
+    Ok(Json(with_page_token(json!({ "experiments": page.experiments }), page.next_page_token)))
 }
 
 async fn update_experiment(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
@@ -274,10 +270,7 @@ async fn search_runs(State(app): State<AppState>, MlflowRequest(req): MlflowRequ
     if !page.runs.is_empty() {
         body["runs"] = json!(page.runs);
     }
-    if let Some(t) = page.next_page_token {
-        body["next_page_token"] = json!(t);
-    }
-    Ok(Json(body))
+    Ok(Json(with_page_token(body, page.next_page_token)))
 }
 
 fn new_metric(
@@ -477,10 +470,7 @@ async fn search_logged_models(State(app): State<AppState>, MlflowRequest(req): M
     if !models.is_empty() {
         body["models"] = json!(models);
     }
-    if let Some(t) = next {
-        body["next_page_token"] = json!(t);
-    }
-    Ok(Json(body))
+    Ok(Json(with_page_token(body, next)))
 }
 
 async fn server_info(State(app): State<AppState>) -> Json<Value> {

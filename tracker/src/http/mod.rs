@@ -78,6 +78,14 @@ impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
     }
 }
 
+/// Adds `next_page_token` to a search response when there is a next page.
+pub(crate) fn with_page_token(mut body: serde_json::Value, token: Option<String>) -> serde_json::Value {
+    if let Some(t) = token {
+        body["next_page_token"] = serde_json::Value::String(t);
+    }
+    body
+}
+
 /// A query string as a JSON object: every value a string, a repeated key a list of strings.
 pub fn query_to_json(query: &str) -> serde_json::Value {
     let mut map = serde_json::Map::new();

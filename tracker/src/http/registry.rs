@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::mlflow::{key_values, page_size, required, search_error, string_value, truncate_value, validate_key, MAX_TAG_VALUE_LENGTH};
-use super::MlflowRequest;
+use super::{with_page_token, MlflowRequest};
 use crate::error::{Error, Result};
 use crate::search::{self, RegistryEntity};
 use crate::store::registry::{validate_version_source, NewModelVersion};
@@ -80,13 +80,6 @@ fn tag_pair(req: &api::mlflow::Request) -> Result<(&str, String)> {
     Ok((key, value))
 }
 
-fn with_token(mut body: Value, token: Option<String>) -> Value {
-    if let Some(t) = token {
-        body["next_page_token"] = json!(t);
-    }
-    body
-}
-
 async fn create_registered_model(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
     let name = model_name(&req.name, "name")?;
     let tags = key_values(&req.tags, "Tag", MAX_TAG_VALUE_LENGTH)?;
@@ -126,7 +119,7 @@ async fn search_registered_models(State(app): State<AppState>, MlflowRequest(req
     let order = search::parse_registry_order_by(&req.order_by, RegistryEntity::RegisteredModel).map_err(search_error)?;
     let max = page_size(&req, 100, 1000)?;
     let page = app.store.search_registered_models(&filter, &order, max, req.page_token.as_deref()).await?;
-    Ok(Json(with_token(json!({ "registered_models": page.items }), page.next_page_token)))
+    Ok(Json(with_page_token(json!({ "registered_models": page.items }), page.next_page_token)))
 }
 
 async fn set_registered_model_tag(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
@@ -205,7 +198,7 @@ async fn search_model_versions(State(app): State<AppState>, MlflowRequest(req): 
     let order = search::parse_registry_order_by(&req.order_by, RegistryEntity::ModelVersion).map_err(search_error)?;
     let max = page_size(&req, 10_000, 200_000)?;
     let page = app.store.search_model_versions(&filter, &order, max, req.page_token.as_deref()).await?;
-    Ok(Json(with_token(json!({ "model_versions": page.items }), page.next_page_token)))
+    Ok(Json(with_page_token(json!({ "model_versions": page.items }), page.next_page_token)))
 }
 
 async fn transition_model_version_stage(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {

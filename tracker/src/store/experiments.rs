@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::search_sql::{self, bind_all};
-use super::{decode_offset_token, encode_offset_token, is_unique_violation, now_ms, Error, Result, Store};
+use super::{decode_offset_token, is_unique_violation, now_ms, Error, Result, Store};
 use crate::search::{ExperimentClause, ExperimentOrder};
 
 /// Which lifecycle stages a search returns.
@@ -179,12 +179,7 @@ impl Store {
         let q = bind_all(q, &order_frag.binds);
         let rows = q.fetch_all(&self.read).await?;
         let mut experiments = rows.iter().map(experiment_from_row).collect::<Result<Vec<_>>>()?;
-        let next_page_token = if experiments.len() as i64 > max_results {
-            experiments.truncate(max_results as usize);
-            Some(encode_offset_token(offset + max_results))
-        } else {
-            None
-        };
+        let next_page_token = super::next_offset_token(&mut experiments, max_results, offset);
         self.attach_experiment_tags(&mut experiments).await?;
         Ok(ExperimentPage { experiments, next_page_token })
     }

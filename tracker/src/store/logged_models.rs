@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::experiments::parse_experiment_id;
-use super::{decode_offset_token, encode_offset_token, now_ms, placeholders, Error, Result, Store};
+use super::{decode_offset_token, now_ms, placeholders, Error, Result, Store};
 
 /// The logged-model statuses MLflow knows.
 pub const LOGGED_MODEL_STATUSES: [&str; 3] = ["LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED"];
@@ -286,12 +286,7 @@ impl Store {
         }
         let rows = q.fetch_all(&self.read).await?;
         let mut infos = rows.iter().map(info_from_row).collect::<Result<Vec<_>>>()?;
-        let next = if infos.len() as i64 > max_results {
-            infos.truncate(max_results as usize);
-            Some(encode_offset_token(offset + max_results))
-        } else {
-            None
-        };
+        let next = super::next_offset_token(&mut infos, max_results, offset);
         Ok((self.hydrate_logged_models(infos).await?, next))
     }
 }

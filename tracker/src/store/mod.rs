@@ -220,6 +220,17 @@ pub(crate) fn encode_offset_token(offset: i64) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{{\"offset\": {offset}}}"))
 }
 
+/// Trims the extra row an offset-paged query fetched (it asks for `max_results + 1`) and returns
+/// the next page's token when that row existed.
+pub(crate) fn next_offset_token<T>(items: &mut Vec<T>, max_results: i64, offset: i64) -> Option<String> {
+    if items.len() as i64 > max_results {
+        items.truncate(max_results as usize);
+        Some(encode_offset_token(offset + max_results))
+    } else {
+        None
+    }
+}
+
 /// Reads an offset page token; a token that does not decode is the client's error.
 pub(crate) fn decode_offset_token(token: Option<&str>) -> Result<i64> {
     let Some(token) = token.filter(|t| !t.is_empty()) else { return Ok(0) };

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::search_sql::{bind_all, registry_filter_sql, registry_order_sql};
-use super::{decode_offset_token, encode_offset_token, is_unique_violation, now_ms, Error, Result, Store};
+use super::{decode_offset_token, is_unique_violation, next_offset_token, now_ms, Error, Result, Store};
 use crate::search::{RegistryClause, RegistryEntity, RegistryOrder};
 
 /// The legacy stages, in MLflow's spelling.
@@ -229,7 +229,7 @@ impl Store {
         // One extra row tells whether another page exists.
         let rows = bind_all(sqlx::query(&sql), &filter.binds).bind(max_results + 1).bind(offset).fetch_all(&self.read).await?;
         let mut models = rows.iter().map(model_from_row).collect::<Result<Vec<_>>>()?;
-        let next_page_token = next_token(&mut models, max_results, offset);
+        let next_page_token = next_offset_token(&mut models, max_results, offset);
         self.hydrate_models(&mut models).await?;
         Ok(Page { items: models, next_page_token })
     }
@@ -373,7 +373,7 @@ impl Store {
         );
         let rows = bind_all(sqlx::query(&sql), &filter.binds).bind(max_results + 1).bind(offset).fetch_all(&self.read).await?;
         let mut versions = rows.iter().map(version_from_row).collect::<Result<Vec<_>>>()?;
-        let next_page_token = next_token(&mut versions, max_results, offset);
+        let next_page_token = next_offset_token(&mut versions, max_results, offset);
         self.hydrate_versions(&mut versions).await?;
         Ok(Page { items: versions, next_page_token })
     }
@@ -484,25 +484,18 @@ impl Store {
 
     /// The logged model a version source refers to, and that model's source run.
     async fn logged_model_of_source(&self, source: &str, explicit_model_id: Option<&str>) -> Result<(Option<String>, Option<String>)> {
-        let lookup = |sql: &'static str, a: String, b: Option<String>| async move {
-            let mut q = sqlx::query(sql).bind(a);
-            if let Some(b) = b {
-                q = q.bind(b);
-            }
-            q.fetch_optional(&self.read).await
-        };
-        let row = if let Some(id) = explicit_model_id.filter(|m| !m.is_empty()) {
-            lookup("select model_id, source_run_id from logged_model where model_id = $1", id.to_owned(), None).await?
-        } else if let Some(id) = source.strip_prefix("models:/").filter(|rest| rest.starts_with("m-") && !rest.contains('/')) {
-            lookup("select model_id, source_run_id from logged_model where model_id = $1", id.to_owned(), None).await?
+        let by_id = "select model_id, source_run_id from logged_model where model_id = $1";
+        let explicit = explicit_model_id.filter(|m| !m.is_empty());
+        let logged_id = source.strip_prefix("models:/").filter(|rest| rest.starts_with("m-") && !rest.contains('/'));
+        let row = if let Some(id) = explicit.or(logged_id) {
+            sqlx::query(by_id).bind(id).fetch_optional(&self.read).await?
         } else if let Some((run_id, path)) = split_runs_uri(source) {
             // MLflow 3 logs `runs:/<run>/<name>` models as logged models named <name> of that run.
-            lookup(
-                "select model_id, source_run_id from logged_model where source_run_id = $1 and name = $2 order by creation_timestamp_ms desc limit 1",
-                run_id.to_owned(),
-                Some(path.to_owned()),
-            )
-            .await?
+            sqlx::query("select model_id, source_run_id from logged_model where source_run_id = $1 and name = $2 order by creation_timestamp_ms desc limit 1")
+                .bind(run_id)
+                .bind(path)
+                .fetch_optional(&self.read)
+                .await?
         } else {
             None
         };
@@ -624,16 +617,6 @@ fn split_runs_uri(source: &str) -> Option<(&str, &str)> {
     let rest = source.strip_prefix("runs:/")?;
     let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
     (!run_id.is_empty()).then_some((run_id, path.trim_matches('/')))
-}
-
-/// Trims the extra row a paged query fetched and returns the next page's token if it existed.
-fn next_token<T>(items: &mut Vec<T>, max_results: i64, offset: i64) -> Option<String> {
-    if items.len() as i64 > max_results {
-        items.truncate(max_results as usize);
-        Some(encode_offset_token(offset + max_results))
-    } else {
-        None
-    }
 }
 
 fn bind_names<'q>(mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>, names: &[&str]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {

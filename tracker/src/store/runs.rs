@@ -9,7 +9,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::experiments::{parse_experiment_id, ViewType};
 use super::search_sql::{self, bind_all};
-use super::{decode_offset_token, encode_offset_token, now_ms, placeholders, Dialect, Error, Result, Store};
+use super::{decode_offset_token, now_ms, placeholders, Dialect, Error, Result, Store};
 use crate::search::{RunClause, RunOrder};
 
 /// MLflow stores +-inf as the largest finite doubles; clients and filters rely on that.
@@ -347,12 +347,7 @@ impl Store {
         let q = bind_all(bind_all(q, &where_frag.binds), &order_frag.binds);
         let rows = q.fetch_all(&self.read).await?;
         let mut infos = rows.iter().map(run_info_from_row).collect::<Result<Vec<_>>>()?;
-        let next_page_token = if infos.len() as i64 > max_results {
-            infos.truncate(max_results as usize);
-            Some(encode_offset_token(offset + max_results))
-        } else {
-            None
-        };
+        let next_page_token = super::next_offset_token(&mut infos, max_results, offset);
         Ok(RunPage { runs: self.hydrate(infos).await?, next_page_token })
     }
 
