@@ -1,9 +1,11 @@
 //! Wire types shared by the tracker, the worker and users' Rust code.
 //!
 //! Only `serde` types live here: no IO, no HTTP. [`mlflow`] mirrors the MLflow REST protocol
-//! (field names and shapes as the unmodified `mlflow` client sends and expects them).
+//! (field names and shapes as the unmodified `mlflow` client sends and expects them); [`studies`]
+//! holds the tracker's own study and worker-protocol endpoints.
 
 pub mod mlflow;
+pub mod studies;
 
 use serde::{Deserialize, Serialize};
 
