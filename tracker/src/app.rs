@@ -6,6 +6,7 @@ use crate::artifacts::Artifacts;
 use crate::auth::Auth;
 use crate::observability::Metrics;
 use crate::store::Store;
+use crate::studies::LeaseTiming;
 
 /// Application-wide components.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct App {
     pub auth: Auth,
     /// Request metrics for `/metrics`.
     pub metrics: Metrics,
+    /// Lease lifetime of worker agents.
+    pub lease_timing: LeaseTiming,
 }
 
 /// Cheap-to-clone handle that handlers take as `State(app): State<AppState>`.
@@ -34,6 +37,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Wraps the components.
     pub fn new(store: Store, artifacts: Artifacts, auth: Auth) -> Self {
-        AppState(Arc::new(App { store, artifacts, auth, metrics: Metrics::default() }))
+        Self::with_lease_timing(store, artifacts, auth, LeaseTiming::default())
+    }
+
+    /// Wraps the components, with leases of the given lifetime.
+    pub fn with_lease_timing(store: Store, artifacts: Artifacts, auth: Auth, lease_timing: LeaseTiming) -> Self {
+        AppState(Arc::new(App { store, artifacts, auth, metrics: Metrics::default(), lease_timing }))
     }
 }

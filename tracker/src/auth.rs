@@ -147,6 +147,9 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     if method == Method::GET || method == Method::HEAD || path.ends_with("/search") || path.ends_with("/get-latest-versions") {
         return Some(Scope::Read);
     }
+    if is_worker_protocol_call(path) {
+        return Some(Scope::Worker);
+    }
     const WORKER_RUN_CALLS: [&str; 9] =
         ["create", "update", "log-metric", "log-parameter", "log-batch", "set-tag", "delete-tag", "log-inputs", "outputs"];
     let worker_call = match path.strip_prefix("/2.0/mlflow/runs/") {
@@ -157,6 +160,17 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         }
     };
     Some(if worker_call { Scope::Worker } else { Scope::Write })
+}
+
+/// The lease protocol of worker agents (`/tracker/workers/register|lease|heartbeat` and the
+/// trial calls); resuming a paused worker is an operator's call, not a worker's.
+fn is_worker_protocol_call(path: &str) -> bool {
+    if let Some(call) = path.strip_prefix("/tracker/workers/") {
+        return matches!(call, "register" | "lease" | "heartbeat");
+    }
+    let Some(rest) = path.strip_prefix("/tracker/studies/") else { return false };
+    let parts: Vec<&str> = rest.split('/').collect();
+    matches!(parts[..], [_, "trials", _, "report" | "complete" | "fail" | "release"])
 }
 
 /// Reads the credentials of a request: a bearer token, or basic auth whose password is a token.

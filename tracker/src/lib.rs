@@ -12,6 +12,7 @@ pub mod http;
 pub mod observability;
 pub mod search;
 pub mod store;
+pub mod studies;
 
 use std::future::Future;
 

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracker::artifacts::Artifacts;
 use tracker::store::{BackendUri, Store};
+use tracker::studies::{LeaseTiming, Studies};
 use tracker::AppState;
 
 #[derive(Parser)]
@@ -22,6 +23,72 @@ enum Command {
     /// Creates, lists and revokes API tokens (works on the store directly; the server may run).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Creates and controls studies (works on the store directly; the server may run).
+    #[command(subcommand)]
+    Study(StudyCommand),
+    /// Lists worker agents and resumes paused ones.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+}
+
+#[derive(Subcommand)]
+enum StudyCommand {
+    /// Creates a study from a spec file (TOML, or JSON).
+    Create {
+        /// The spec file.
+        spec: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Lists studies with their trial counts.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Shows a study and its trials.
+    Show {
+        /// Study name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Stops handing out new trials; running trials go on.
+    Pause {
+        /// Study name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Hands out trials again.
+    Resume {
+        /// Study name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Stops every unfinished trial; workers stop them at their next heartbeat.
+    Stop {
+        /// Study name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Lists registered workers.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Lets a worker that was paused for failing trials lease again.
+    Resume {
+        /// Worker id.
+        worker_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,6 +149,10 @@ struct ServeArgs {
     /// Artifact root: a folder, file:///abs/path or s3://bucket/prefix.
     #[arg(long, default_value = "tracker-data/artifacts", env = "TRACKER_ARTIFACTS_DESTINATION")]
     artifacts_destination: String,
+    /// Seconds a worker's trial lease lives without a report or heartbeat; workers beat every
+    /// third of it. A worker silent for longer loses its trial, which resumes elsewhere.
+    #[arg(long, default_value_t = 60.0, env = "TRACKER_LEASE_TTL_S")]
+    lease_ttl_s: f64,
 }
 
 #[tokio::main]
@@ -93,6 +164,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token(cmd) => token(cmd).await,
+        Command::Study(cmd) => study(cmd).await,
+        Command::Worker(cmd) => worker(cmd).await,
     }
 }
 
@@ -115,7 +188,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, artifacts = %artifacts.description, "tracker listening");
     let auth = if args.auth { tracker::auth::Auth::required() } else { tracker::auth::Auth::default() };
-    let app = tracker::router(AppState::new(store, artifacts, auth));
+    if !(args.lease_ttl_s.is_finite() && args.lease_ttl_s >= 1.0) {
+        anyhow::bail!("`--lease-ttl-s` must be at least 1 second, got {}", args.lease_ttl_s);
+    }
+    let timing = LeaseTiming { lease_ttl: std::time::Duration::from_secs_f64(args.lease_ttl_s) };
+    let app = tracker::router(AppState::with_lease_timing(store, artifacts, auth, timing));
     tracker::serve(listener, app, shutdown_signal()).await?;
     Ok(())
 }
@@ -139,6 +216,68 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
                 println!("{:<18} {:<24} {:<8} {:<8}", t.token_id, t.name, t.scope, state);
             }
+        }
+    }
+    Ok(())
+}
+
+async fn study(cmd: StudyCommand) -> anyhow::Result<()> {
+    let (name, store, action) = match cmd {
+        StudyCommand::Create { spec, store } => {
+            let text = std::fs::read_to_string(&spec).with_context(|| format!("reading {}", spec.display()))?;
+            let spec = tracker::studies::parse_spec(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+            let store = store.open().await?;
+            let info = Studies::new(&store, LeaseTiming::default()).create(spec).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("Created study '{}' in experiment {}. Start workers with `worker --tracking-uri URL --study {}`.", info.name, info.experiment_id, info.name);
+            return Ok(());
+        }
+        StudyCommand::List { store } => {
+            let store = store.open().await?;
+            let list = Studies::new(&store, LeaseTiming::default()).list().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{:<28} {:<9} {:>7} {:>8} {:>8} {:>7}  {}", "NAME", "STATUS", "TRIALS", "RUNNING", "COMPLETE", "PRUNED", "BEST");
+            for s in list {
+                let count = |k: &str| s.trial_counts.get(k).copied().unwrap_or(0);
+                let total: u64 = s.trial_counts.values().sum();
+                let best = s.best.as_ref().and_then(|b| b.value).map_or("-".to_owned(), |v| format!("{v:.6}"));
+                println!("{:<28} {:<9} {:>7} {:>8} {:>8} {:>7}  {best}", s.name, s.status, total, count("running"), count("complete"), count("pruned"));
+            }
+            return Ok(());
+        }
+        StudyCommand::Show { name, store } => {
+            let store = store.open().await?;
+            let (s, trials) = Studies::new(&store, LeaseTiming::default()).get(&name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("study {} ({}), experiment {}, objective {} ({})", s.name, s.status, s.experiment_id, s.spec.objective.metric, s.spec.objective.direction);
+            println!("{:>5} {:<9} {:>12} {:>6} {:>7}  {}", "TRIAL", "STATE", "VALUE", "STEP", "ATTEMPT", "PARAMS");
+            for t in trials {
+                let value = t.value.map_or("-".to_owned(), |v| format!("{v:.6}"));
+                let step = t.last_step.map_or("-".to_owned(), |v| v.to_string());
+                println!("{:>5} {:<9} {:>12} {:>6} {:>7}  {}", t.number, t.state, value, step, t.attempt, serde_json::to_string(&t.params)?);
+            }
+            return Ok(());
+        }
+        StudyCommand::Pause { name, store } => (name, store, "pause"),
+        StudyCommand::Resume { name, store } => (name, store, "resume"),
+        StudyCommand::Stop { name, store } => (name, store, "stop"),
+    };
+    let store = store.open().await?;
+    let info = Studies::new(&store, LeaseTiming::default()).control(&name, action).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("Study '{}' is {}", info.name, info.status);
+    Ok(())
+}
+
+async fn worker(cmd: WorkerCommand) -> anyhow::Result<()> {
+    match cmd {
+        WorkerCommand::List { store } => {
+            let store = store.open().await?;
+            println!("{:<32} {:<8} {:>14}  {}", "WORKER", "STATUS", "QUICK FAILURES", "LAST SEEN (ms)");
+            for w in Studies::new(&store, LeaseTiming::default()).workers().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                println!("{:<32} {:<8} {:>14}  {}", w.worker_id, w.status, w.quick_failures, w.last_seen);
+            }
+        }
+        WorkerCommand::Resume { worker_id, store } => {
+            let store = store.open().await?;
+            let w = Studies::new(&store, LeaseTiming::default()).resume_worker(&worker_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("Worker '{}' is {}", w.worker_id, w.status);
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod artifacts;
 pub mod mlflow;
 pub mod registry;
+pub mod studies;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::Method;
@@ -25,7 +26,7 @@ pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router()).merge(admin::router());
+    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router()).merge(admin::router()).merge(studies::router());
     Router::new()
         // The mlflow client uses /api; MLflow's own web UI uses the /ajax-api mirror.
         .nest("/api", api.clone())

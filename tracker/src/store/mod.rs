@@ -17,6 +17,7 @@ pub mod registry;
 pub mod runs;
 pub mod tokens;
 pub mod search_sql;
+pub mod studies;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -452,7 +452,7 @@ fn stored_value(v: f64) -> (f64, i64) {
     }
 }
 
-async fn upsert_tags<'a>(tx: &mut Transaction<'static, Any>, run_id: &str, tags: impl Iterator<Item = (&'a String, &'a String)>) -> Result<()> {
+pub(super) async fn upsert_tags<'a>(tx: &mut Transaction<'static, Any>, run_id: &str, tags: impl Iterator<Item = (&'a String, &'a String)>) -> Result<()> {
     for (k, v) in tags {
         sqlx::query("insert into tag (run_uuid, key, value) values ($1, $2, $3) on conflict (run_uuid, key) do update set value = excluded.value")
             .bind(run_id)
@@ -464,7 +464,7 @@ async fn upsert_tags<'a>(tx: &mut Transaction<'static, Any>, run_id: &str, tags:
     Ok(())
 }
 
-async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &str, params: &[(String, String)]) -> Result<()> {
+pub(super) async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &str, params: &[(String, String)]) -> Result<()> {
     // Within one batch the same key must carry the same value.
     let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in params {
@@ -534,7 +534,7 @@ fn row_placeholders(dialect: Dialect, count: usize, width: usize) -> String {
     sql
 }
 
-async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
+pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
     for chunk in metrics.chunks(METRIC_ROWS_PER_INSERT) {
         let sql = format!(
             "insert into metric (run_uuid, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id) values {}",

@@ -33,6 +33,8 @@ pub struct TestDb {
     pub store: Store,
     /// Holds the SQLite file (and the artifact root of [`TestServer`]).
     pub dir: tempfile::TempDir,
+    /// Where the store lives, to reopen it.
+    pub uri: BackendUri,
     pg: Option<PgDatabase>,
 }
 
@@ -82,8 +84,9 @@ pub async fn open_db(backend: Backend) -> Option<TestDb> {
     let dir = tempfile::tempdir().expect("temp dir");
     match backend {
         Backend::Sqlite => {
-            let store = Store::open(&BackendUri::Sqlite(dir.path().join("mlflow.db"))).await.expect("open sqlite store");
-            Some(TestDb { store, dir, pg: None })
+            let uri = BackendUri::Sqlite(dir.path().join("mlflow.db"));
+            let store = Store::open(&uri).await.expect("open sqlite store");
+            Some(TestDb { store, dir, uri, pg: None })
         }
         Backend::Postgres => {
             let Some(admin_url) = postgres_url() else {
@@ -98,8 +101,9 @@ pub async fn open_db(backend: Backend) -> Option<TestDb> {
                 sqlx::query(&format!("create database \"{name}\"")).execute(&mut conn).await.expect("create test database");
             }
             let pg = PgDatabase { admin_url: admin_url.clone(), name: name.clone() };
-            let store = Store::open(&BackendUri::Postgres(with_database(&admin_url, &name))).await.expect("open postgres store");
-            Some(TestDb { store, dir, pg: Some(pg) })
+            let uri = BackendUri::Postgres(with_database(&admin_url, &name));
+            let store = Store::open(&uri).await.expect("open postgres store");
+            Some(TestDb { store, dir, uri, pg: Some(pg) })
         }
     }
 }
@@ -117,6 +121,7 @@ pub struct TestServer {
     /// The temp dir holding the database file and the artifact root.
     pub dir: PathBuf,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    timing: tracker::studies::LeaseTiming,
     // Last: the database goes after the server has been told to stop.
     _db: TestDb,
 }
@@ -141,11 +146,16 @@ pub async fn start(backend: Backend) -> Option<TestServer> {
 
 /// Starts a server on `backend` with the given authentication settings.
 pub async fn start_with_auth(backend: Backend, auth: Auth) -> Option<TestServer> {
+    start_with(backend, auth, tracker::studies::LeaseTiming::default()).await
+}
+
+/// Starts a server on `backend` with the given authentication settings and lease lifetime.
+pub async fn start_with(backend: Backend, auth: Auth, timing: tracker::studies::LeaseTiming) -> Option<TestServer> {
     let db = open_db(backend).await?;
     let artifact_root = db.dir.path().join("artifacts");
     let artifacts = Artifacts::open(artifact_root.to_str().expect("utf-8 temp path")).expect("open artifact root");
     let artifact_root = std::fs::canonicalize(&artifact_root).expect("artifact root exists");
-    let state = AppState::new(db.store.clone(), artifacts, auth);
+    let state = AppState::with_lease_timing(db.store.clone(), artifacts, auth, timing);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -160,6 +170,7 @@ pub async fn start_with_auth(backend: Backend, auth: Auth) -> Option<TestServer>
         artifact_root,
         dir: std::fs::canonicalize(db.dir.path()).expect("temp dir"),
         shutdown: Some(tx),
+        timing,
         _db: db,
     })
 }
@@ -190,6 +201,36 @@ impl Reply {
 }
 
 impl TestServer {
+    /// Stops the server and starts a new one on the same address, database and artifact root,
+    /// with a fresh connection pool: nothing in memory survives, as after a process restart.
+    pub async fn restart(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let addr: std::net::SocketAddr = self.base.trim_start_matches("http://").parse().expect("addr");
+        // The old server drains its connections; retry the bind until the port is free.
+        let mut listener = None;
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.expect("rebind the same port");
+        let store = Store::open(&self._db.uri).await.expect("reopen store");
+        let artifacts = Artifacts::open(self.artifact_root.to_str().expect("utf-8")).expect("artifacts");
+        let state = AppState::with_lease_timing(store.clone(), artifacts, Auth::default(), self.timing);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(tracker::serve(listener, tracker::router(state), async {
+            let _ = rx.await;
+        }));
+        self.store = store;
+        self.shutdown = Some(tx);
+    }
+
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
