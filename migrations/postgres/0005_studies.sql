@@ -11,7 +11,10 @@ create table study (
     spec          text not null,
     status        text not null,
     created_time  bigint not null,
-    finished_time bigint
+    finished_time bigint,
+    -- Bumped by every decision; a tracker keeps the study's trials in memory while the version
+    -- it loaded is still current, and reloads them when another process changed the study.
+    version       bigint not null default 0
 );
 
 -- state: queued (waiting for a lease; requeued trials first, by queued_time), running (leased),
@@ -30,14 +33,14 @@ create table trial (
     checkpoint    text,
     checkpoint_step bigint,
     target_step   bigint,
-    attempt       integer not null default 0,
+    attempt       bigint not null default 0,
     lease_id      text,
     worker_id     text,
     lease_expires bigint,
     leased_time   bigint,
     queued_time   bigint,
-    failures      integer not null default 0,
-    lost          integer not null default 0,
+    failures      bigint not null default 0,
+    lost          bigint not null default 0,
     error         text,
     primary key (study, number)
 );
@@ -51,7 +54,7 @@ create table trial_report (
     number         bigint not null,
     step           bigint not null,
     value          double precision not null,
-    attempt        integer not null,
+    attempt        bigint not null,
     decision       text not null,
     next_milestone bigint,
     primary key (study, number, step)
@@ -64,5 +67,5 @@ create table worker (
     labels          text not null,
     registered_time bigint not null,
     last_seen       bigint not null,
-    quick_failures  integer not null default 0
+    quick_failures  bigint not null default 0
 );

@@ -331,12 +331,14 @@ impl<'a> Studies<'a> {
             ("pause", "running") => tx.set_status("paused").await?,
             ("resume", "paused") => tx.set_status("running").await?,
             ("stop", "running" | "paused") => {
-                for mut t in tx.trials().await? {
-                    if !is_final(&t.state) {
+                for i in 0..tx.trials.len() {
+                    if !is_final(&tx.trials[i].state) {
+                        let t = &mut tx.trials[i];
                         t.state = "stopped".into();
-                        release(&mut t);
-                        tx.update_trial(&t).await?;
-                        tx.set_run_state(&t.run_uuid, "KILLED", &[("tracker.state".into(), "stopped".into())]).await?;
+                        release(t);
+                        let run = t.run_uuid.clone();
+                        tx.save_trial(i).await?;
+                        tx.set_run_state(&run, "KILLED", &[("tracker.state".into(), "stopped".into())]).await?;
                     }
                 }
                 tx.set_status("stopped").await?;
@@ -393,11 +395,12 @@ impl<'a> Studies<'a> {
         if let Some(held) = self.store.active_lease_of_worker(&worker.worker_id, now).await? {
             let mut tx = self.store.begin_study(&held.study).await?;
             let plan = Plan::from_stored(&tx.study)?;
-            let mut trials = tx.trials().await?;
-            if let Some(t) = trials.get_mut(held.number as usize).filter(|t| t.lease_id == held.lease_id && t.state == "running") {
-                t.lease_expires = Some(self.expires(now));
+            let index = held.number as usize;
+            let expires = self.expires(now);
+            if let Some(t) = tx.trials.get_mut(index).filter(|t| t.lease_id == held.lease_id && t.state == "running") {
+                t.lease_expires = Some(expires);
                 let t = t.clone();
-                tx.update_trial(&t).await?;
+                tx.save_trial(index).await?;
                 let experiment_id = tx.study.experiment_id;
                 tx.commit().await?;
                 return Ok(self.assigned(&plan, &t, experiment_id));
@@ -427,17 +430,15 @@ impl<'a> Studies<'a> {
                 continue;
             }
             let plan = Plan::from_stored(&tx.study)?;
-            let mut trials = tx.trials().await?;
-            let reports = tx.reports().await?;
-            self.sweep_expired(&mut tx, &plan, &mut trials, now).await?;
-            match self.pick(&mut tx, &plan, &mut trials, &reports, &worker.worker_id, now).await? {
+            self.sweep_expired(&mut tx, &plan, now).await?;
+            match self.pick(&mut tx, &plan, &worker.worker_id, now).await? {
                 Some(t) => {
                     let experiment_id = tx.study.experiment_id;
                     tx.commit().await?;
                     return Ok(self.assigned(&plan, &t, experiment_id));
                 }
                 None => {
-                    finish_if_done(&mut tx, &plan, &mut trials, &reports).await?;
+                    finish_if_done(&mut tx, &plan).await?;
                     reason = format!("study '{name}' has no trial to start now");
                     tx.commit().await?;
                 }
@@ -454,8 +455,9 @@ impl<'a> Studies<'a> {
     }
 
     /// Marks expired leases lost and requeues their trials (or fails them past `max_lost`).
-    async fn sweep_expired(&self, tx: &mut StudyTx, plan: &Plan, trials: &mut [TrialRow], now: i64) -> Result<()> {
-        for t in trials.iter_mut() {
+    async fn sweep_expired(&self, tx: &mut StudyTx, plan: &Plan, now: i64) -> Result<()> {
+        for i in 0..tx.trials.len() {
+            let t = &mut tx.trials[i];
             if t.state == "running" && t.lease_expires.is_some_and(|e| e < now) {
                 tracing::info!(study = %t.study, trial = t.number, worker = ?t.worker_id, attempt = t.attempt, "lease expired; attempt lost");
                 t.lost += 1;
@@ -467,30 +469,31 @@ impl<'a> Studies<'a> {
                     t.state = "queued".into();
                     t.queued_time = Some(now);
                 }
-                tx.update_trial(t).await?;
-                tx.set_run_state(&t.run_uuid, run_status(&t.state), &[("tracker.state".into(), t.state.clone())]).await?;
+                let (run, state) = (t.run_uuid.clone(), t.state.clone());
+                tx.save_trial(i).await?;
+                tx.set_run_state(&run, run_status(&state), &[("tracker.state".into(), state)]).await?;
             }
         }
         Ok(())
     }
 
     /// Chooses the work for a worker in one study, and leases it.
-    async fn pick(&self, tx: &mut StudyTx, plan: &Plan, trials: &mut Vec<TrialRow>, reports: &[ReportRow], worker_id: &str, now: i64) -> Result<Option<TrialRow>> {
-        let active = trials.iter().filter(|t| t.state == "running").count() as u64;
+    async fn pick(&self, tx: &mut StudyTx, plan: &Plan, worker_id: &str, now: i64) -> Result<Option<TrialRow>> {
+        let active = tx.trials.iter().filter(|t| t.state == "running").count() as u64;
         if plan.spec.max_concurrent.is_some_and(|m| active >= m) {
             return Ok(None);
         }
         // 1. Requeued trials first, oldest requeue first: they hold compute already spent.
-        let requeued = trials.iter().filter(|t| t.state == "queued").min_by_key(|t| (t.queued_time, t.number)).map(|t| t.number);
+        let requeued = tx.trials.iter().filter(|t| t.state == "queued").min_by_key(|t| (t.queued_time, t.number)).map(|t| t.number);
         let mut chosen: Option<(usize, Option<i64>)> = requeued.map(|n| (n as usize, None));
         // 2. A promotion of a paused trial (ASHA's get_job), 3. else a new trial.
         if chosen.is_none() {
-            let v = views(trials, reports)?;
+            let v = views(&tx.trials, &tx.reports)?;
             let history = History::new(plan.direction, &v);
             if let Some((n, until)) = plan.scheduler().promote(&history) {
                 chosen = Some((n as usize, Some(until as i64)));
-            } else if (trials.len() as u64) < plan.spec.max_trials {
-                let number = trials.len() as u64;
+            } else if (tx.trials.len() as u64) < plan.spec.max_trials {
+                let number = tx.trials.len() as u64;
                 let sampler = plan.sampler.build(plan.spec.seed, Some(plan.spec.max_trials as usize));
                 let mut rng = tuner::trial_rng(plan.spec.seed, number);
                 let params = sampler.sample(&plan.space, &history, number, &mut rng);
@@ -516,20 +519,20 @@ impl<'a> Studies<'a> {
                     lost: 0,
                     error: None,
                 };
-                let exp = self.store.get_experiment(&tx.study.experiment_id.to_string()).await?;
+                let artifact_location = tx.artifact_location().await?;
                 let run_params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.clone(), param_string(v))).collect();
                 let tags = vec![
                     ("tracker.study".to_owned(), plan.spec.name.clone()),
                     ("tracker.trial".to_owned(), number.to_string()),
                     ("tracker.state".to_owned(), "queued".to_owned()),
                 ];
-                tx.insert_trial(&row, tx.study.experiment_id, &exp.artifact_location, &run_params, &tags).await?;
-                trials.push(row);
+                let experiment_id = tx.study.experiment_id;
+                tx.insert_trial(row, experiment_id, &artifact_location, &run_params, &tags).await?;
                 chosen = Some((number as usize, None));
             }
         }
         let Some((index, target)) = chosen else { return Ok(None) };
-        let t = &mut trials[index];
+        let t = &mut tx.trials[index];
         t.state = "running".into();
         t.attempt += 1;
         t.lease_id = Some(uuid::Uuid::new_v4().simple().to_string());
@@ -540,7 +543,7 @@ impl<'a> Studies<'a> {
             t.target_step = target;
         }
         let t = t.clone();
-        tx.update_trial(&t).await?;
+        tx.save_trial(index).await?;
         tx.set_run_state(
             &t.run_uuid,
             "RUNNING",
@@ -591,24 +594,22 @@ impl<'a> Studies<'a> {
 
     /// Opens the study, sweeps expired leases, and returns the trial if `lease_id` is its current
     /// or last fencing token. A trial with another token gets 409.
-    async fn fenced(&self, study: &str, number: u64, lease_id: &str) -> Result<(StudyTx, Plan, Vec<TrialRow>, Vec<ReportRow>)> {
+    async fn fenced(&self, study: &str, number: u64, lease_id: &str) -> Result<(StudyTx, Plan)> {
         let mut tx = self.store.begin_study(study).await?;
         let plan = Plan::from_stored(&tx.study)?;
-        let mut trials = tx.trials().await?;
-        let reports = tx.reports().await?;
-        self.sweep_expired(&mut tx, &plan, &mut trials, now_ms()).await?;
-        let Some(t) = trials.get(number as usize) else {
+        self.sweep_expired(&mut tx, &plan, now_ms()).await?;
+        let Some(t) = tx.trials.get(number as usize) else {
             return Err(Error::NotFound(format!("Trial {number} of study '{study}' does not exist.")));
         };
         if t.lease_id.as_deref() != Some(lease_id) {
+            let attempt = t.attempt;
             // Commit the sweep: the requeue must survive even though this call is refused.
             tx.commit().await?;
             return Err(Error::Conflict(format!(
-                "Lease '{lease_id}' is not the current lease of trial {number} of study '{study}' (attempt {} holds it); the worker must stop this attempt.",
-                t.attempt
+                "Lease '{lease_id}' is not the current lease of trial {number} of study '{study}' (attempt {attempt} holds it); the worker must stop this attempt."
             )));
         }
-        Ok((tx, plan, trials, reports))
+        Ok((tx, plan))
     }
 
     /// Records an intermediate value, renews the lease and answers the scheduler's decision.
@@ -620,17 +621,16 @@ impl<'a> Studies<'a> {
             )));
         }
         let step = i64::try_from(req.step).map_err(|_| Error::InvalidParameter("`step` is too large".into()))?;
-        let (mut tx, plan, mut trials, reports) = self.fenced(study, number, &req.lease_id).await?;
+        let (mut tx, plan) = self.fenced(study, number, &req.lease_id).await?;
         let idx = number as usize;
         // A retried report gets the answer it got the first time.
-        if let Some(prev) = reports.iter().find(|r| r.number == number as i64 && r.step == step) {
-            if prev.value == req.value && prev.attempt == trials[idx].attempt {
-                let state = trials[idx].state.clone();
-                tx.commit().await?;
-                return Ok(ReportResponse { decision: prev.decision.clone(), next_milestone: prev.next_milestone.map(|m| m as u64), state });
-            }
+        let previous = tx.reports.iter().find(|r| r.number == number as i64 && r.step == step).cloned();
+        if let Some(prev) = previous.filter(|p| p.value == req.value && p.attempt == tx.trials[idx].attempt) {
+            let state = tx.trials[idx].state.clone();
+            tx.commit().await?;
+            return Ok(ReportResponse { decision: prev.decision, next_milestone: prev.next_milestone.map(|m| m as u64), state });
         }
-        let t = &trials[idx];
+        let t = &tx.trials[idx];
         if t.state != "running" {
             let state = t.state.clone();
             tx.commit().await?;
@@ -641,19 +641,19 @@ impl<'a> Studies<'a> {
                 "Report steps must increase: trial {number} already reported step {last}, got step {step}."
             )));
         }
-        let mut v = views(&trials, &reports)?;
+        let mut v = views(&tx.trials, &tx.reports)?;
         v[idx].intermediate.insert(req.step, req.value);
         let history = History::new(plan.direction, &v);
         let decision = plan.scheduler().on_report(&history, number, req.step, req.value);
-        let now = now_ms();
-        let t = &mut trials[idx];
+        let expires = self.expires(now_ms());
+        let t = &mut tx.trials[idx];
         t.last_step = Some(step);
         t.last_value = Some(req.value);
         if let Some(c) = &req.checkpoint {
             t.checkpoint = Some(c.clone());
             t.checkpoint_step = Some(step);
         }
-        t.lease_expires = Some(self.expires(now));
+        t.lease_expires = Some(expires);
         let (decision_name, next) = match decision {
             Decision::Continue { next_milestone } => ("continue", next_milestone),
             Decision::Stop => {
@@ -673,8 +673,8 @@ impl<'a> Studies<'a> {
             }
         };
         let t = t.clone();
-        tx.update_trial(&t).await?;
-        tx.insert_report(&ReportRow {
+        tx.save_trial(idx).await?;
+        tx.insert_report(ReportRow {
             number: t.number,
             step,
             value: req.value,
@@ -691,7 +691,7 @@ impl<'a> Studies<'a> {
             tags.push(("tracker.rung".into(), rung.to_string()));
         }
         tx.set_run_state(&t.run_uuid, run_status(&t.state), &tags).await?;
-        finish_if_done(&mut tx, &plan, &mut trials, &reports).await?;
+        finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
         Ok(ReportResponse { decision: decision_name.into(), next_milestone: next, state: t.state })
     }
@@ -701,8 +701,9 @@ impl<'a> Studies<'a> {
         if let Some(v) = req.value.filter(|v| !v.is_finite()) {
             return Err(Error::InvalidParameter(format!("`value` must be finite, got {v}")));
         }
-        let (mut tx, plan, mut trials, reports) = self.fenced(study, number, &req.lease_id).await?;
-        let t = &mut trials[number as usize];
+        let (mut tx, plan) = self.fenced(study, number, &req.lease_id).await?;
+        let idx = number as usize;
+        let t = &tx.trials[idx];
         if t.state == "complete" && (req.value.is_none() || req.value == t.value) {
             let info = trial_info(t)?;
             tx.commit().await?;
@@ -720,16 +721,18 @@ impl<'a> Studies<'a> {
             )));
         };
         if req.value.is_some() && t.last_value != req.value {
-            tx.log_metric(&t.run_uuid.clone(), &plan.spec.objective.metric, value, t.last_step.unwrap_or(0)).await?;
+            let (run, step) = (t.run_uuid.clone(), t.last_step.unwrap_or(0));
+            tx.log_metric(&run, &plan.spec.objective.metric, value, step).await?;
         }
+        let t = &mut tx.trials[idx];
         let worker = t.worker_id.clone();
         t.state = "complete".into();
         t.value = Some(value);
         release(t);
         let t = t.clone();
-        tx.update_trial(&t).await?;
+        tx.save_trial(idx).await?;
         tx.set_run_state(&t.run_uuid, "FINISHED", &[("tracker.state".into(), "complete".into())]).await?;
-        finish_if_done(&mut tx, &plan, &mut trials, &reports).await?;
+        finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
         if let Some(w) = worker {
             self.store.set_worker_health(&w, "active", 0).await?;
@@ -739,9 +742,10 @@ impl<'a> Studies<'a> {
 
     /// The attempt failed: retried from its checkpoint, or failed for good past `max_failures`.
     pub async fn fail(&self, study: &str, number: u64, req: FailRequest) -> Result<TrialInfo> {
-        let (mut tx, plan, mut trials, reports) = self.fenced(study, number, &req.lease_id).await?;
+        let (mut tx, plan) = self.fenced(study, number, &req.lease_id).await?;
         let now = now_ms();
-        let t = &mut trials[number as usize];
+        let idx = number as usize;
+        let t = &mut tx.trials[idx];
         if t.state != "running" {
             let state = t.state.clone();
             tx.commit().await?;
@@ -759,9 +763,9 @@ impl<'a> Studies<'a> {
             t.queued_time = Some(now);
         }
         let t = t.clone();
-        tx.update_trial(&t).await?;
+        tx.save_trial(idx).await?;
         tx.set_run_state(&t.run_uuid, run_status(&t.state), &[("tracker.state".into(), t.state.clone())]).await?;
-        finish_if_done(&mut tx, &plan, &mut trials, &reports).await?;
+        finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
         if let Some(w) = worker {
             let row = self.store.get_worker(&w).await?;
@@ -777,8 +781,9 @@ impl<'a> Studies<'a> {
 
     /// The worker gives the trial back without fault; it is requeued at the front.
     pub async fn release(&self, study: &str, number: u64, req: ReleaseRequest) -> Result<TrialInfo> {
-        let (mut tx, plan, mut trials, reports) = self.fenced(study, number, &req.lease_id).await?;
-        let t = &mut trials[number as usize];
+        let (mut tx, plan) = self.fenced(study, number, &req.lease_id).await?;
+        let idx = number as usize;
+        let t = &mut tx.trials[idx];
         if t.state != "running" {
             // Already stopped, pruned or paused by a decision: nothing to give back.
             let info = trial_info(t)?;
@@ -796,9 +801,9 @@ impl<'a> Studies<'a> {
             t.queued_time = Some(now_ms());
         }
         let t = t.clone();
-        tx.update_trial(&t).await?;
+        tx.save_trial(idx).await?;
         tx.set_run_state(&t.run_uuid, run_status(&t.state), &[("tracker.state".into(), t.state.clone())]).await?;
-        finish_if_done(&mut tx, &plan, &mut trials, &reports).await?;
+        finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
         trial_info(&t)
     }
@@ -829,22 +834,25 @@ impl<'a> Studies<'a> {
 
 /// Marks the study finished when no trial can run any more; paused trials that no promotion
 /// will take are pruned at their rung.
-async fn finish_if_done(tx: &mut StudyTx, plan: &Plan, trials: &mut [TrialRow], reports: &[ReportRow]) -> Result<()> {
-    if !matches!(tx.study.status.as_str(), "running" | "paused") || (trials.len() as u64) < plan.spec.max_trials {
+async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<()> {
+    if !matches!(tx.study.status.as_str(), "running" | "paused") || (tx.trials.len() as u64) < plan.spec.max_trials {
         return Ok(());
     }
-    if trials.iter().any(|t| t.state == "running" || t.state == "queued") {
+    if tx.trials.iter().any(|t| t.state == "running" || t.state == "queued") {
         return Ok(());
     }
-    if trials.iter().any(|t| t.state == "paused") {
-        let v = views(trials, reports)?;
+    if tx.trials.iter().any(|t| t.state == "paused") {
+        let v = views(&tx.trials, &tx.reports)?;
         if plan.scheduler().promote(&History::new(plan.direction, &v)).is_some() {
             return Ok(());
         }
-        for t in trials.iter_mut().filter(|t| t.state == "paused") {
-            t.state = "pruned".into();
-            tx.update_trial(t).await?;
-            tx.set_run_state(&t.run_uuid, "KILLED", &[("tracker.state".into(), "pruned".into())]).await?;
+        for i in 0..tx.trials.len() {
+            if tx.trials[i].state == "paused" {
+                tx.trials[i].state = "pruned".into();
+                let run = tx.trials[i].run_uuid.clone();
+                tx.save_trial(i).await?;
+                tx.set_run_state(&run, "KILLED", &[("tracker.state".into(), "pruned".into())]).await?;
+            }
         }
     }
     tracing::info!(study = %tx.study.name, "study finished");

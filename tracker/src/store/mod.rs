@@ -86,6 +86,8 @@ pub struct Store {
     read: AnyPool,
     /// Writes: a single connection on SQLite, the read pool on Postgres.
     write: AnyPool,
+    /// Trials and reports of studies as of their last decision here (see `studies::StudyTx`).
+    study_cache: studies::StudyCache,
 }
 
 /// Where the metadata lives, parsed from `--backend-store-uri`.
@@ -153,7 +155,7 @@ impl Store {
                 // Migrate before the read pool exists so its connections see the final schema.
                 sqlx::migrate!("../migrations/sqlite").run(&write).await.map_err(migrate_error)?;
                 let read = pool(8).await?;
-                Store { dialect: Dialect::Sqlite, read, write }
+                Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default() }
             }
             BackendUri::Postgres(url) => {
                 let opts = AnyConnectOptions::from_str(url)?;
@@ -163,7 +165,7 @@ impl Store {
                     .connect_with(opts)
                     .await?;
                 sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(migrate_error)?;
-                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool }
+                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool, study_cache: Default::default() }
             }
         };
         Ok(store)

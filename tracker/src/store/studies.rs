@@ -89,24 +89,16 @@ fn trial_from_row(r: &AnyRow) -> Result<TrialRow> {
         checkpoint: r.try_get(8)?,
         checkpoint_step: r.try_get(9)?,
         target_step: r.try_get(10)?,
-        attempt: int_col(r, 11)?,
+        attempt: r.try_get(11)?,
         lease_id: r.try_get(12)?,
         worker_id: r.try_get(13)?,
         lease_expires: r.try_get(14)?,
         leased_time: r.try_get(15)?,
         queued_time: r.try_get(16)?,
-        failures: int_col(r, 17)?,
-        lost: int_col(r, 18)?,
+        failures: r.try_get(17)?,
+        lost: r.try_get(18)?,
         error: r.try_get(19)?,
     })
-}
-
-/// An `integer` column: i32 on Postgres, i64 on SQLite.
-fn int_col(r: &AnyRow, i: usize) -> Result<i64> {
-    match r.try_get::<i64, _>(i) {
-        Ok(v) => Ok(v),
-        Err(_) => Ok(r.try_get::<i32, _>(i)? as i64),
-    }
 }
 
 const STUDY_COLUMNS: &str = "name, experiment_id, spec, status, created_time, finished_time";
@@ -166,7 +158,7 @@ fn worker_from_row(r: &AnyRow) -> Result<WorkerRow> {
         labels: r.try_get(3)?,
         registered_time: r.try_get(4)?,
         last_seen: r.try_get(5)?,
-        quick_failures: int_col(r, 6)?,
+        quick_failures: r.try_get(6)?,
     })
 }
 
@@ -314,64 +306,122 @@ impl Store {
         Ok(())
     }
 
-    /// Opens the transaction in which all decisions about one study are made.
+    /// Opens the transaction in which all decisions about one study are made, with the study's
+    /// trials and reports loaded: from memory when this process made the last decision (the
+    /// study's `version` is still the one it wrote), from the database otherwise.
     pub async fn begin_study(&self, name: &str) -> Result<StudyTx> {
         let mut tx = self.write.begin().await?;
         let lock = match self.dialect {
             Dialect::Postgres => " for update",
             Dialect::Sqlite => "",
         };
-        let row = sqlx::query(&format!("select {STUDY_COLUMNS} from study where name = $1{lock}"))
+        let row = sqlx::query(&format!("select {STUDY_COLUMNS}, version from study where name = $1{lock}"))
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Study '{name}' does not exist.")))?;
         let study = study_from_row(&row)?;
-        Ok(StudyTx { tx, dialect: self.dialect, study })
+        let version: i64 = row.try_get(6)?;
+        let cached = self.study_cache.lock().map_err(|_| poisoned())?.remove(name).filter(|c| c.version == version);
+        let (trials, reports) = match cached {
+            Some(c) => (c.trials, c.reports),
+            None => {
+                let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number")).bind(name).fetch_all(&mut *tx).await?;
+                let trials = rows.iter().map(trial_from_row).collect::<Result<Vec<_>>>()?;
+                let rows = sqlx::query("select number, step, value, attempt, decision, next_milestone from trial_report where study = $1 order by number, step")
+                    .bind(name)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let reports = rows.iter().map(report_from_row).collect::<Result<Vec<_>>>()?;
+                (trials, reports)
+            }
+        };
+        let mut stx = StudyTx { tx, dialect: self.dialect, study, version, trials, reports, cache: self.study_cache.clone() };
+        // Heartbeats renew leases without the study lock; read the current expiries.
+        let rows = sqlx::query("select number, lease_expires from trial where study = $1 and state = 'running'").bind(name).fetch_all(&mut *stx.tx).await?;
+        for r in rows {
+            let number: i64 = r.try_get(0)?;
+            if let Some(t) = stx.trials.get_mut(number as usize) {
+                t.lease_expires = r.try_get(1)?;
+            }
+        }
+        Ok(stx)
     }
 }
 
-/// One study's decision transaction. Dropping it without [`StudyTx::commit`] rolls back.
+/// A nullable double bound so that Postgres sees a `float8` parameter even when it is NULL.
+///
+/// sqlx 0.8.6's `any` driver sends a NULL `f64` to Postgres as a `float4` parameter (its NULL
+/// mapping swaps `Real` and `Double`). The statement is then cached with a `float4` parameter,
+/// and the next non-NULL `f64` fails with "incorrect binary data format". A NULL `f32` is sent
+/// as `float8`, so NULLs are bound as that; values stay `f64` and exact.
+fn nullable_double(v: Option<f64>) -> NullableDouble {
+    NullableDouble(v)
+}
+
+struct NullableDouble(Option<f64>);
+
+impl sqlx::Type<Any> for NullableDouble {
+    fn type_info() -> sqlx::any::AnyTypeInfo {
+        <f64 as sqlx::Type<Any>>::type_info()
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Any> for NullableDouble {
+    fn encode_by_ref(&self, buf: &mut <Any as sqlx::Database>::ArgumentBuffer<'q>) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        match self.0 {
+            Some(v) => <f64 as sqlx::Encode<'q, Any>>::encode_by_ref(&v, buf),
+            None => <Option<f32> as sqlx::Encode<'q, Any>>::encode_by_ref(&None, buf),
+        }
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Db(sqlx::Error::Protocol("study cache lock poisoned".into()))
+}
+
+fn report_from_row(r: &AnyRow) -> Result<ReportRow> {
+    Ok(ReportRow {
+        number: r.try_get(0)?,
+        step: r.try_get(1)?,
+        value: r.try_get(2)?,
+        attempt: r.try_get(3)?,
+        decision: r.try_get(4)?,
+        next_milestone: r.try_get(5)?,
+    })
+}
+
+/// Studies' state as of the last decision this process committed, by study name.
+pub(crate) type StudyCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, CachedStudy>>>;
+
+/// Trials and reports of a study at a version.
+#[derive(Debug)]
+pub(crate) struct CachedStudy {
+    version: i64,
+    trials: Vec<TrialRow>,
+    reports: Vec<ReportRow>,
+}
+
+/// One study's decision transaction, with its trials (trial `n` at index `n`) and reports.
+/// Change a trial in `trials`, then [`StudyTx::save_trial`] it. Dropping the transaction without
+/// [`StudyTx::commit`] rolls back (and forgets the in-memory copy).
 pub struct StudyTx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
     /// The study as locked.
     pub study: StudyRow,
+    version: i64,
+    /// All trials, by number.
+    pub trials: Vec<TrialRow>,
+    /// All reports, by trial and step.
+    pub reports: Vec<ReportRow>,
+    cache: StudyCache,
 }
 
 impl StudyTx {
-    /// All trials, by number.
-    pub async fn trials(&mut self) -> Result<Vec<TrialRow>> {
-        let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number"))
-            .bind(&self.study.name)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter().map(trial_from_row).collect()
-    }
-
-    /// All reports of the study, by trial and step.
-    pub async fn reports(&mut self) -> Result<Vec<ReportRow>> {
-        let rows = sqlx::query("select number, step, value, attempt, decision, next_milestone from trial_report where study = $1 order by number, step")
-            .bind(&self.study.name)
-            .fetch_all(&mut *self.tx)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReportRow {
-                    number: r.try_get(0)?,
-                    step: r.try_get(1)?,
-                    value: r.try_get(2)?,
-                    attempt: int_col(r, 3)?,
-                    decision: r.try_get(4)?,
-                    next_milestone: r.try_get(5)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Inserts a new trial together with its run (status SCHEDULED until leased), its params as
-    /// run params and its study tags.
-    pub async fn insert_trial(&mut self, trial: &TrialRow, experiment_id: i64, artifact_root: &str, run_params: &[(String, String)], tags: &[(String, String)]) -> Result<()> {
+    /// Inserts a new trial (appended to `trials`) together with its run (status SCHEDULED until
+    /// leased), its params as run params and its study tags.
+    pub async fn insert_trial(&mut self, trial: TrialRow, experiment_id: i64, artifact_root: &str, run_params: &[(String, String)], tags: &[(String, String)]) -> Result<()> {
         let run_name = format!("{}-trial-{}", self.study.name, trial.number);
         let artifact_uri = format!("{}/{}/artifacts", artifact_root.trim_end_matches('/'), trial.run_uuid);
         sqlx::query(
@@ -396,9 +446,9 @@ impl StudyTx {
         .bind(&trial.run_uuid)
         .bind(&trial.params)
         .bind(&trial.state)
-        .bind(trial.value)
+        .bind(nullable_double(trial.value))
         .bind(trial.last_step)
-        .bind(trial.last_value)
+        .bind(nullable_double(trial.last_value))
         .bind(&trial.checkpoint)
         .bind(trial.checkpoint_step)
         .bind(trial.target_step)
@@ -413,20 +463,32 @@ impl StudyTx {
         .bind(&trial.error)
         .execute(&mut *self.tx)
         .await?;
+        self.trials.push(trial);
         Ok(())
     }
 
-    /// Writes back every mutable column of a trial.
-    pub async fn update_trial(&mut self, t: &TrialRow) -> Result<()> {
+    /// The artifact location of the study's experiment, read through this transaction (on
+    /// Postgres a second pooled connection could deadlock against waiters on the study lock).
+    pub async fn artifact_location(&mut self) -> Result<String> {
+        let loc: String = sqlx::query_scalar("select artifact_location from experiment where experiment_id = $1")
+            .bind(self.study.experiment_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(loc)
+    }
+
+    /// Writes back every mutable column of trial `index`.
+    pub async fn save_trial(&mut self, index: usize) -> Result<()> {
+        let t = &self.trials[index];
         sqlx::query(
             "update trial set state = $1, value = $2, last_step = $3, last_value = $4, checkpoint = $5, checkpoint_step = $6, target_step = $7, \
              attempt = $8, lease_id = $9, worker_id = $10, lease_expires = $11, leased_time = $12, queued_time = $13, failures = $14, lost = $15, error = $16 \
              where study = $17 and number = $18",
         )
         .bind(&t.state)
-        .bind(t.value)
+        .bind(nullable_double(t.value))
         .bind(t.last_step)
-        .bind(t.last_value)
+        .bind(nullable_double(t.last_value))
         .bind(&t.checkpoint)
         .bind(t.checkpoint_step)
         .bind(t.target_step)
@@ -446,8 +508,8 @@ impl StudyTx {
         Ok(())
     }
 
-    /// Stores an accepted report with its decision.
-    pub async fn insert_report(&mut self, r: &ReportRow) -> Result<()> {
+    /// Stores an accepted report with its decision (appended to `reports`).
+    pub async fn insert_report(&mut self, r: ReportRow) -> Result<()> {
         sqlx::query("insert into trial_report (study, number, step, value, attempt, decision, next_milestone) values ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&self.study.name)
             .bind(r.number)
@@ -458,6 +520,7 @@ impl StudyTx {
             .bind(r.next_milestone)
             .execute(&mut *self.tx)
             .await?;
+        self.reports.push(r);
         Ok(())
     }
 
@@ -488,9 +551,14 @@ impl StudyTx {
         Ok(())
     }
 
-    /// Commits every change of the transaction.
-    pub async fn commit(self) -> Result<()> {
+    /// Commits every change, bumping the study's version, and keeps the state in memory for the
+    /// next decision.
+    pub async fn commit(mut self) -> Result<()> {
+        let version = self.version + 1;
+        sqlx::query("update study set version = $1 where name = $2").bind(version).bind(&self.study.name).execute(&mut *self.tx).await?;
         self.tx.commit().await?;
+        let cached = CachedStudy { version, trials: self.trials, reports: self.reports };
+        self.cache.lock().map_err(|_| poisoned())?.insert(self.study.name, cached);
         Ok(())
     }
 }
