@@ -34,7 +34,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use api::mlflow::{Experiment, Metric, Run, RunInfo, Tag};
+use api::mlflow::{Experiment, FileInfo, Metric, Run, RunInfo, Tag};
+use api::studies::{
+    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, RegisterWorker, RegisterWorkerResponse,
+    ReleaseRequest, ReportRequest, ReportResponse, StudyInfo, TrialInfo,
+};
 use api::ErrorBody;
 use reqwest::{header, Body, RequestBuilder, Response, StatusCode, Url};
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -132,6 +136,18 @@ impl ClientError {
     /// Whether the server said the entity does not exist (`RESOURCE_DOES_NOT_EXIST`).
     pub fn is_not_found(&self) -> bool {
         self.error_code() == Some("RESOURCE_DOES_NOT_EXIST")
+    }
+
+    /// Whether the server refused the call as conflicting with the current state: for the trial
+    /// calls of the worker protocol, a 409 `RESOURCE_CONFLICT` means the lease is stale (the trial
+    /// was reassigned, stopped or finished) and the worker must drop the trial.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(StatusCode::CONFLICT)
+    }
+
+    /// Whether the server refused the credentials (401) or their scope (403): retrying cannot help.
+    pub fn is_auth(&self) -> bool {
+        matches!(self.status(), Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN))
     }
 
     /// Whether trying again later may succeed: a transport failure, a 5xx or a 429. A 4xx other
@@ -609,6 +625,99 @@ impl TrackerClient {
         result
     }
 
+    /// The entries directly inside the artifact folder `path` of a run (`""` for the root), as the
+    /// artifact proxy lists them (`GET /api/2.0/mlflow-artifacts/artifacts?path=`). Entry paths are
+    /// made relative to the run's artifact root, as `mlflow artifacts list` prints them. A missing
+    /// folder lists as empty.
+    pub async fn list_artifacts(&self, run_id: &str, path: &str) -> Result<Vec<FileInfo>> {
+        // The tracker does not serve MLflow's `/api/2.0/mlflow/artifacts/list` (run_id, path), and
+        // stock MLflow servers with `--serve-artifacts` answer the proxy listing too, so the
+        // proxy's listing is the one both speak.
+        #[derive(Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            files: Vec<FileInfo>,
+        }
+        let root = self.artifact_root(run_id).await?;
+        let rel = path.trim_matches('/');
+        let full = if rel.is_empty() {
+            root.clone()
+        } else {
+            // Same checks as for a file path: no traversal out of the run's folder.
+            self.artifact_url(&root, rel)?;
+            format!("{root}/{rel}")
+        };
+        let url = self.endpoint("/api/2.0/mlflow-artifacts/artifacts");
+        let listing: Listing = decode(self.send(|| Ok(self.http.get(url.clone()).query(&[("path", full.as_str())]))).await?).await?;
+        let mut files: Vec<FileInfo> = listing
+            .files
+            .into_iter()
+            .map(|f| {
+                // The proxy gives names relative to the listed folder; MLflow's own listing gives
+                // paths relative to the run's root. Normalise to the latter.
+                let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_owned();
+                let path = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                FileInfo { path, ..f }
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
+    /// Every file (not folder) below the artifact folder `path` of a run, recursively, with paths
+    /// relative to the run's artifact root.
+    pub async fn list_artifacts_recursive(&self, run_id: &str, path: &str) -> Result<Vec<FileInfo>> {
+        let mut out = Vec::new();
+        let mut pending = vec![path.trim_matches('/').to_owned()];
+        while let Some(folder) = pending.pop() {
+            for entry in self.list_artifacts(run_id, &folder).await? {
+                if entry.is_dir {
+                    pending.push(entry.path);
+                } else {
+                    out.push(entry);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Downloads the artifact folder `path` of a run into the local folder `dest`, keeping the
+    /// structure below `path`, and returns the number of files. An empty or missing folder
+    /// downloads nothing.
+    pub async fn download_artifact_dir(&self, run_id: &str, path: &str, dest: &Path) -> Result<usize> {
+        let prefix = path.trim_matches('/');
+        let files = self.list_artifacts_recursive(run_id, prefix).await?;
+        tokio::fs::create_dir_all(dest).await.map_err(io_error(dest))?;
+        for file in &files {
+            let below = if prefix.is_empty() { file.path.as_str() } else { file.path.strip_prefix(prefix).unwrap_or(&file.path).trim_start_matches('/') };
+            self.download_artifact(run_id, &file.path, &dest.join(below)).await?;
+        }
+        Ok(files.len())
+    }
+
+    /// Uploads the local file or folder `local` under the artifact folder `artifact_dir` of a run:
+    /// a file as `artifact_dir/<its name>`, a folder's contents with their structure beneath
+    /// `artifact_dir`. Returns the number of files uploaded. Symbolic links are followed.
+    pub async fn upload_artifact_tree(&self, run_id: &str, local: &Path, artifact_dir: &str) -> Result<usize> {
+        let dir = artifact_dir.trim_matches('/');
+        let meta = tokio::fs::metadata(local).await.map_err(io_error(local))?;
+        let files: Vec<(PathBuf, String)> = if meta.is_dir() {
+            let root = local.to_owned();
+            tokio::task::spawn_blocking(move || walk_files(&root))
+                .await
+                .map_err(|e| ClientError::Protocol(format!("listing {} panicked: {e}", local.display())))??
+        } else {
+            let name = local.file_name().and_then(|n| n.to_str()).ok_or_else(|| ClientError::InvalidArgument(format!("{} has no UTF-8 file name", local.display())))?;
+            vec![(local.to_owned(), name.to_owned())]
+        };
+        for (path, rel) in &files {
+            let target = if dir.is_empty() { rel.clone() } else { format!("{dir}/{rel}") };
+            self.upload_artifact(run_id, path, &target).await?;
+        }
+        Ok(files.len())
+    }
+
     /// The proxy URL of `artifact_path` under `root`, each segment percent-encoded.
     fn artifact_url(&self, root: &str, artifact_path: &str) -> Result<Url> {
         let rel = artifact_path.trim_end_matches('/');
@@ -628,6 +737,76 @@ impl TrackerClient {
             .extend(root.split('/').filter(|s| !s.is_empty()))
             .extend(rel.split('/'));
         Ok(url)
+    }
+
+    // ----- studies and the worker protocol (`/api/tracker/...`) -----
+
+    /// `workers/register`: announces (or updates) this worker and returns the tracker's timing
+    /// rules.
+    pub async fn register_worker(&self, req: &RegisterWorker) -> Result<RegisterWorkerResponse> {
+        self.tracker_post(&["workers", "register"], req).await
+    }
+
+    /// `workers/lease`: asks for a trial. Idempotent while the worker holds a live lease.
+    pub async fn lease(&self, req: &LeaseRequest) -> Result<LeaseResponse> {
+        self.tracker_post(&["workers", "lease"], req).await
+    }
+
+    /// `workers/heartbeat`: renews the worker's leases and fetches commands about them.
+    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse> {
+        self.tracker_post(&["workers", "heartbeat"], req).await
+    }
+
+    /// Reports an intermediate value of trial `trial` of `study`. A 409 ([`ClientError::is_conflict`])
+    /// means the lease is stale.
+    pub async fn report(&self, study: &str, trial: u64, req: &ReportRequest) -> Result<ReportResponse> {
+        self.tracker_post(&["studies", study, "trials", &trial.to_string(), "report"], req).await
+    }
+
+    /// Marks the trial's attempt complete.
+    pub async fn complete(&self, study: &str, trial: u64, req: &CompleteRequest) -> Result<TrialInfo> {
+        self.tracker_post(&["studies", study, "trials", &trial.to_string(), "complete"], req).await
+    }
+
+    /// Marks the trial's attempt failed.
+    pub async fn fail(&self, study: &str, trial: u64, req: &FailRequest) -> Result<TrialInfo> {
+        self.tracker_post(&["studies", study, "trials", &trial.to_string(), "fail"], req).await
+    }
+
+    /// Gives the trial back without fault (preemption, shutdown).
+    pub async fn release(&self, study: &str, trial: u64, req: &ReleaseRequest) -> Result<TrialInfo> {
+        self.tracker_post(&["studies", study, "trials", &trial.to_string(), "release"], req).await
+    }
+
+    /// A study and its trials (`studies/get`).
+    pub async fn get_study(&self, name: &str) -> Result<StudyDetail> {
+        let url = self.tracker_url(&["studies", "get"])?;
+        decode(self.send(|| Ok(self.http.get(url.clone()).query(&[("name", name)]))).await?).await
+    }
+
+    /// Every study (`studies/list`).
+    pub async fn list_studies(&self) -> Result<Vec<StudyInfo>> {
+        #[derive(Deserialize)]
+        struct Reply {
+            #[serde(default)]
+            studies: Vec<StudyInfo>,
+        }
+        let url = self.tracker_url(&["studies", "list"])?;
+        Ok(decode::<Reply>(self.send(|| Ok(self.http.get(url.clone()))).await?).await?.studies)
+    }
+
+    /// `/api/tracker/<segments...>`, each segment percent-encoded (study names are restricted,
+    /// but an odd one must not reach another endpoint).
+    fn tracker_url(&self, segments: &[&str]) -> Result<Url> {
+        let mut url = self.endpoint("/api/tracker");
+        url.path_segments_mut().map_err(|()| ClientError::Config(format!("tracking URI '{}' cannot take a path", self.base)))?.extend(segments);
+        Ok(url)
+    }
+
+    async fn tracker_post<T: DeserializeOwned>(&self, segments: &[&str], body: &impl Serialize) -> Result<T> {
+        let url = self.tracker_url(segments)?;
+        let body = serde_json::to_value(body).map_err(|e| ClientError::InvalidArgument(format!("cannot encode request: {e}")))?;
+        decode(self.send(|| Ok(self.http.post(url.clone()).json(&body))).await?).await
     }
 
     // ----- plumbing -----
@@ -681,6 +860,39 @@ impl TrackerClient {
             }
         }
     }
+}
+
+/// A study with its trials, as `studies/get` returns it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StudyDetail {
+    /// The study.
+    pub study: StudyInfo,
+    /// Its trials, by number.
+    #[serde(default)]
+    pub trials: Vec<TrialInfo>,
+}
+
+/// Every regular file below `root` (symbolic links followed), with its `/`-separated path
+/// relative to `root`, sorted by that path.
+fn walk_files(root: &Path) -> Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut pending = vec![(root.to_owned(), String::new())];
+    while let Some((dir, rel)) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io_error(&dir))? {
+            let entry = entry.map_err(io_error(&dir))?;
+            let path = entry.path();
+            let name = entry.file_name().into_string().map_err(|n| ClientError::InvalidArgument(format!("{} is not a UTF-8 name", Path::new(&n).display())))?;
+            let child_rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let meta = std::fs::metadata(&path).map_err(io_error(&path))?;
+            if meta.is_dir() {
+                pending.push((path, child_rel));
+            } else if meta.is_file() {
+                out.push((path, child_rel));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
 }
 
 /// Splits a log-batch into calls within MLflow's limits: each call takes up to 100 params and
