@@ -2,8 +2,13 @@
 //! use.
 //!
 //! [`client`] speaks the tracker's MLflow REST API (the same protocol as the Python `mlflow`
-//! client): experiments, runs, metrics, params, tags and streamed artifacts.
+//! client): experiments, runs, metrics, params, tags and streamed artifacts; and the tracker's own
+//! study and worker-lease endpoints (`/api/tracker/...`).
+//!
+//! [`agent`] is the worker agent behind the `worker` binary: it leases trials of studies from the
+//! tracker and runs them through a [`agent::Trainer`] (the exec trainer runs a command).
 
+pub mod agent;
 pub mod client;
 
-pub use client::{metric, tag, ClientError, Credentials, RetryPolicy, RunStatus, TrackerClient};
+pub use client::{metric, tag, ClientError, Credentials, RetryPolicy, RunStatus, StudyDetail, TrackerClient};

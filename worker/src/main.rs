@@ -1,0 +1,171 @@
+//! `worker`: the agent that leases trials of the tracker's studies and runs them.
+//!
+//! ```text
+//! worker --tracking-uri http://tracker:5000 --slot 0 --study lora-sweep --label zone=a
+//! ```
+//!
+//! Thin: flags, logging and signals here; everything else in [`worker::agent`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use worker::agent::{Agent, AgentConfig};
+use worker::TrackerClient;
+
+/// Leases trials of the tracker's studies and runs them.
+#[derive(Parser, Debug)]
+#[command(name = "worker", version, about, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Without a subcommand, the flags of `worker run`.
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent (also what `worker` with no subcommand does).
+    Run(AgentArgs),
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// The tracker, e.g. http://tracker:5000 (required). The token comes from
+    /// MLFLOW_TRACKING_TOKEN (or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+    // Checked in `run` rather than by clap: a required flag in the flattened top-level args would
+    // also be demanded when the `run` subcommand carries it.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    tracking_uri: Option<String>,
+    /// Stable worker id [default: <hostname>-<slot>].
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// Index of this agent on its host (one per GPU, say); part of the default worker id.
+    #[arg(long, default_value_t = 0)]
+    slot: u32,
+    /// Only lease trials of this study.
+    #[arg(long)]
+    study: Option<String>,
+    /// Where trial folders go.
+    #[arg(long, default_value = "worker-data")]
+    work_dir: PathBuf,
+    /// Exit (status 0) once the tracker says no more work will come.
+    #[arg(long)]
+    exit_when_done: bool,
+    /// Seconds a stopped command may take to exit after SIGTERM before it gets SIGKILL.
+    #[arg(long, default_value_t = 30.0)]
+    stop_grace_s: f64,
+    /// A label sent at registration, as key=value; repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match cli.command {
+        Some(Command::Run(args)) => args,
+        None => cli.agent,
+    };
+    // Multi-threaded on purpose: the exec trainer relies on runtime worker threads living as long
+    // as the runtime (PR_SET_PDEATHSIG is tied to the thread that spawned the command).
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let uri = args.tracking_uri.clone().context("--tracking-uri (or MLFLOW_TRACKING_URI) is required")?;
+    let client = TrackerClient::from_vars(|name| if name == "MLFLOW_TRACKING_URI" { Some(uri.clone()) } else { env(name) })?;
+    let worker_id = args.worker_id.clone().unwrap_or_else(|| format!("{}-{}", hostname(), args.slot));
+    let stop_grace = Duration::try_from_secs_f64(args.stop_grace_s).map_err(|e| anyhow::anyhow!("`--stop-grace-s`: {e}"))?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = AgentConfig {
+        worker_id,
+        study: args.study,
+        work_dir: args.work_dir,
+        exit_when_done: args.exit_when_done,
+        stop_grace,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        resources: json!({ "slot": args.slot, "cpus": cpus }),
+        tracking_uri: uri.clone(),
+        tracking_token: env("MLFLOW_TRACKING_TOKEN"),
+    };
+    tracing::info!(worker_id = %config.worker_id, tracker = %client.base_url(), study = ?config.study, work_dir = %config.work_dir.display(), "worker starting");
+    let agent = Agent::new(config, client)?;
+
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping the trial and releasing it (signal again to exit at once)");
+        token.cancel();
+        wait_for_signal().await;
+        // The command dies with us (PR_SET_PDEATHSIG); its lease expires on the tracker.
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    agent.run(shutdown).await
+}
+
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler should succeed");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler should succeed");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The host name, or `localhost` when it cannot be read.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = if rc == 0 { String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == 0).unwrap_or(buf.len())]).into_owned() } else { String::new() };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_work_with_and_without_the_run_subcommand() {
+        let cli = Cli::try_parse_from(["worker", "--tracking-uri", "http://h:5000", "--label", "zone=a", "--label", "gpu=a100", "--exit-when-done"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.agent.tracking_uri.as_deref(), Some("http://h:5000"));
+        assert_eq!(cli.agent.labels, vec![("zone".into(), "a".into()), ("gpu".into(), "a100".into())]);
+        assert!(cli.agent.exit_when_done);
+        assert_eq!(cli.agent.stop_grace_s, 30.0);
+        assert_eq!(cli.agent.work_dir, PathBuf::from("worker-data"));
+
+        let cli = Cli::try_parse_from(["worker", "run", "--tracking-uri", "http://h", "--slot", "3"]).unwrap();
+        let Some(Command::Run(args)) = cli.command else { panic!("expected `run`") };
+        assert_eq!((args.slot, args.tracking_uri.as_deref()), (3, Some("http://h")));
+        assert!(Cli::try_parse_from(["worker", "--slot", "1", "run"]).is_err(), "top-level flags conflict with the subcommand");
+
+        assert!(Cli::try_parse_from(["worker", "--tracking-uri", "http://h", "--label", "novalue"]).is_err());
+    }
+}
