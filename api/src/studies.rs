@@ -289,6 +289,9 @@ pub struct Assignment {
     /// Where to resume from, when an earlier attempt or rung left a checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// The last step the trial reported (in any attempt): the next report must be above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<u64>,
     /// First step at which the scheduler wants a report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_milestone: Option<u64>,
@@ -339,7 +342,8 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportResponse {
     /// `continue`, `stop` (the trial is finished: pruned, or complete at the maximum resource) or
-    /// `pause` (checkpointed; the worker releases it and a later lease resumes it).
+    /// `pause` (kept at its checkpoint for a later promotion). After `stop` and `pause` the lease
+    /// has ended: the worker ends the command and sends nothing more about this attempt.
     pub decision: String,
     /// Next step at which to report, when continuing.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,7 +44,7 @@ create table trial (
     error         text,
     primary key (study, number)
 );
-create index trial_state_idx on trial (study, state);
+create index trial_state_idx on trial (study, state, lease_expires);
 create unique index trial_lease_idx on trial (lease_id);
 create index trial_worker_idx on trial (worker_id);
 

@@ -211,21 +211,24 @@ fn is_final(state: &str) -> bool {
 }
 
 /// The tuner's view of the persisted trials: trial `n` at index `n`.
-fn views(trials: &[TrialRow], reports: &[ReportRow]) -> Result<Vec<TrialView>> {
-    let mut out = Vec::with_capacity(trials.len());
-    for t in trials {
-        let params: Params = serde_json::from_str(&t.params).map_err(|e| Error::Internal(anyhow::anyhow!("stored params of trial {}: {e}", t.number)))?;
-        let mut v = TrialView::running(t.number as u64, params);
-        v.state = tuner_state(&t.state);
-        v.value = t.value;
-        out.push(v);
-    }
-    for r in reports {
+fn views(tx: &StudyTx) -> Vec<TrialView> {
+    let mut out: Vec<TrialView> = tx
+        .trials
+        .iter()
+        .zip(&tx.params)
+        .map(|(t, params)| {
+            let mut v = TrialView::running(t.number as u64, params.clone());
+            v.state = tuner_state(&t.state);
+            v.value = t.value;
+            v
+        })
+        .collect();
+    for r in &tx.reports {
         if let Some(v) = out.get_mut(r.number as usize) {
             v.intermediate.insert(r.step as u64, r.value);
         }
     }
-    Ok(out)
+    out
 }
 
 /// A param value as a run param string: strings as they are, numbers and booleans as JSON.
@@ -456,9 +459,9 @@ impl<'a> Studies<'a> {
 
     /// Marks expired leases lost and requeues their trials (or fails them past `max_lost`).
     async fn sweep_expired(&self, tx: &mut StudyTx, plan: &Plan, now: i64) -> Result<()> {
-        for i in 0..tx.trials.len() {
+        for i in tx.expired.clone().into_iter().map(|n| n as usize) {
             let t = &mut tx.trials[i];
-            if t.state == "running" && t.lease_expires.is_some_and(|e| e < now) {
+            if t.state == "running" {
                 tracing::info!(study = %t.study, trial = t.number, worker = ?t.worker_id, attempt = t.attempt, "lease expired; attempt lost");
                 t.lost += 1;
                 release(t);
@@ -488,7 +491,7 @@ impl<'a> Studies<'a> {
         let mut chosen: Option<(usize, Option<i64>)> = requeued.map(|n| (n as usize, None));
         // 2. A promotion of a paused trial (ASHA's get_job), 3. else a new trial.
         if chosen.is_none() {
-            let v = views(&tx.trials, &tx.reports)?;
+            let v = views(tx);
             let history = History::new(plan.direction, &v);
             if let Some((n, until)) = plan.scheduler().promote(&history) {
                 chosen = Some((n as usize, Some(until as i64)));
@@ -580,6 +583,7 @@ impl<'a> Studies<'a> {
                 lease_id: t.lease_id.clone().unwrap_or_default(),
                 params,
                 resume,
+                last_step: from,
                 next_milestone,
                 max_resource,
                 objective: plan.spec.objective.clone(),
@@ -641,7 +645,7 @@ impl<'a> Studies<'a> {
                 "Report steps must increase: trial {number} already reported step {last}, got step {step}."
             )));
         }
-        let mut v = views(&tx.trials, &tx.reports)?;
+        let mut v = views(&tx);
         v[idx].intermediate.insert(req.step, req.value);
         let history = History::new(plan.direction, &v);
         let decision = plan.scheduler().on_report(&history, number, req.step, req.value);
@@ -842,7 +846,7 @@ async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<()> {
         return Ok(());
     }
     if tx.trials.iter().any(|t| t.state == "paused") {
-        let v = views(&tx.trials, &tx.reports)?;
+        let v = views(tx);
         if plan.scheduler().promote(&History::new(plan.direction, &v)).is_some() {
             return Ok(());
         }

@@ -165,6 +165,7 @@ async fn assignment(server: &Server, trial: u64, script: &str) -> Assignment {
         lease_id: format!("lease-{trial}"),
         params: BTreeMap::from([("lr".to_owned(), json!(0.01))]),
         resume: None,
+        last_step: None,
         next_milestone: Some(1),
         max_resource: Some(4),
         objective: Objective { metric: "loss".into(), direction: "minimize".into() },

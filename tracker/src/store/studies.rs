@@ -323,28 +323,28 @@ impl Store {
         let study = study_from_row(&row)?;
         let version: i64 = row.try_get(6)?;
         let cached = self.study_cache.lock().map_err(|_| poisoned())?.remove(name).filter(|c| c.version == version);
-        let (trials, reports) = match cached {
-            Some(c) => (c.trials, c.reports),
+        let (trials, params, reports) = match cached {
+            Some(c) => (c.trials, c.params, c.reports),
             None => {
                 let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number")).bind(name).fetch_all(&mut *tx).await?;
                 let trials = rows.iter().map(trial_from_row).collect::<Result<Vec<_>>>()?;
+                let params = trials.iter().map(|t| parse_params(&t.params)).collect::<Result<Vec<_>>>()?;
                 let rows = sqlx::query("select number, step, value, attempt, decision, next_milestone from trial_report where study = $1 order by number, step")
                     .bind(name)
                     .fetch_all(&mut *tx)
                     .await?;
                 let reports = rows.iter().map(report_from_row).collect::<Result<Vec<_>>>()?;
-                (trials, reports)
+                (trials, params, reports)
             }
         };
-        let mut stx = StudyTx { tx, dialect: self.dialect, study, version, trials, reports, cache: self.study_cache.clone() };
-        // Heartbeats renew leases without the study lock; read the current expiries.
-        let rows = sqlx::query("select number, lease_expires from trial where study = $1 and state = 'running'").bind(name).fetch_all(&mut *stx.tx).await?;
-        for r in rows {
-            let number: i64 = r.try_get(0)?;
-            if let Some(t) = stx.trials.get_mut(number as usize) {
-                t.lease_expires = r.try_get(1)?;
-            }
-        }
+        // Heartbeats renew leases without the study lock, so expiry is read from the database:
+        // only the leases that have run out (an index range, usually empty).
+        let expired: Vec<i64> = sqlx::query_scalar("select number from trial where study = $1 and state = 'running' and lease_expires < $2 order by number")
+            .bind(name)
+            .bind(now_ms())
+            .fetch_all(&mut *tx)
+            .await?;
+        let stx = StudyTx { tx, dialect: self.dialect, study, version, trials, params, reports, expired, cache: self.study_cache.clone() };
         Ok(stx)
     }
 }
@@ -399,7 +399,15 @@ pub(crate) type StudyCache = std::sync::Arc<std::sync::Mutex<std::collections::H
 pub(crate) struct CachedStudy {
     version: i64,
     trials: Vec<TrialRow>,
+    params: Vec<Params>,
     reports: Vec<ReportRow>,
+}
+
+/// Params of a trial, decoded.
+pub type Params = std::collections::BTreeMap<String, serde_json::Value>;
+
+fn parse_params(json: &str) -> Result<Params> {
+    serde_json::from_str(json).map_err(|e| Error::Db(sqlx::Error::Decode(format!("stored trial params: {e}").into())))
 }
 
 /// One study's decision transaction, with its trials (trial `n` at index `n`) and reports.
@@ -413,8 +421,13 @@ pub struct StudyTx {
     version: i64,
     /// All trials, by number.
     pub trials: Vec<TrialRow>,
+    /// The params of each trial, decoded (kept in memory with the trials: decoding thousands of
+    /// them on every decision would dominate its cost).
+    pub params: Vec<Params>,
     /// All reports, by trial and step.
     pub reports: Vec<ReportRow>,
+    /// Numbers of the running trials whose lease had expired when the transaction began.
+    pub expired: Vec<i64>,
     cache: StudyCache,
 }
 
@@ -463,6 +476,7 @@ impl StudyTx {
         .bind(&trial.error)
         .execute(&mut *self.tx)
         .await?;
+        self.params.push(parse_params(&trial.params)?);
         self.trials.push(trial);
         Ok(())
     }
@@ -557,7 +571,7 @@ impl StudyTx {
         let version = self.version + 1;
         sqlx::query("update study set version = $1 where name = $2").bind(version).bind(&self.study.name).execute(&mut *self.tx).await?;
         self.tx.commit().await?;
-        let cached = CachedStudy { version, trials: self.trials, reports: self.reports };
+        let cached = CachedStudy { version, trials: self.trials, params: self.params, reports: self.reports };
         self.cache.lock().map_err(|_| poisoned())?.insert(self.study.name, cached);
         Ok(())
     }

@@ -405,6 +405,7 @@ mod tests {
             lease_id: "lease".into(),
             params: BTreeMap::from([("lr".to_owned(), serde_json::json!(0.001)), ("opt".to_owned(), serde_json::json!("adam"))]),
             resume,
+            last_step: None,
             next_milestone: Some(3),
             max_resource: None,
             objective: Objective { metric: "loss".into(), direction: "minimize".into() },
