@@ -302,6 +302,7 @@ async fn mlflow_logged_objective_is_forwarded_and_resume_is_downloaded() {
         server.client.log_metric(&a.run_id, "loss", 1.0 / step as f64, step).await.unwrap();
     }
     a.resume = Some(Resume { checkpoint: "checkpoints/step-2".into(), step: 2 });
+    a.last_step = Some(2);
     a.attempt = 2;
     // The command checks its resume folder, then logs nothing itself for a while: the test logs
     // the objective "through MLflow" on its behalf, as `mlflow.log_metric` would.

@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use self::retry::{retrying, Backoff, Retry};
-use self::session::{initial_last_step, points_by_step, EndReason, TrialSession};
+use self::session::{EndReason, HistoryBaseline, TrialSession};
 pub use self::exec::ExecTrainer;
 pub use self::trainer::{Decision, Reporter, TrainOutcome, Trainer, TrialContext, TrialReport};
 use crate::TrackerClient;
@@ -153,8 +153,8 @@ impl Agent {
     async fn run_trial(&self, a: Assignment, shutdown: &CancellationToken) {
         tracing::info!(study = %a.study, trial = a.trial, attempt = a.attempt, run_id = %a.run_id, params = ?a.params, resume = ?a.resume, "leased a trial");
         let cancel = shutdown.child_token();
-        let last_step = initial_last_step(self.history_max_step(&a, &cancel).await, a.resume.as_ref().map(|r| r.step));
-        let session = Arc::new(TrialSession::new(self.client.clone(), a, cancel.clone(), last_step));
+        let baseline = self.history_baseline(&a, &cancel).await;
+        let session = Arc::new(TrialSession::new(self.client.clone(), a, cancel.clone(), baseline));
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat_loop(self.client.clone(), self.config.worker_id.clone(), Arc::clone(&session), heartbeat_stop.clone()));
 
@@ -218,14 +218,17 @@ impl Agent {
         ("fail", retrying("fail", cancel, budget, || self.client.fail(&a.study, a.trial, &req)).await)
     }
 
-    /// The highest step of the objective metric already in the run (earlier attempts), so that
-    /// neither channel re-sends it. `None` when there is none or it cannot be read.
-    async fn history_max_step(&self, a: &Assignment, cancel: &CancellationToken) -> Option<u64> {
+    /// The objective points already in the run (logged by earlier attempts, or by an earlier run
+    /// of this attempt before the agent restarted), which the MLflow channel must not forward as
+    /// this attempt's. Where to start reporting is the tracker's `last_step`; this only keeps a
+    /// point an earlier attempt logged above it (and never got reported) from being reported now.
+    /// Empty when it cannot be read (logged): the tracker still refuses steps it already has.
+    async fn history_baseline(&self, a: &Assignment, cancel: &CancellationToken) -> HistoryBaseline {
         match retrying("metric history", cancel, Some(Duration::from_secs(30)), || self.client.metric_history(&a.run_id, &a.objective.metric)).await {
-            Ok(points) => points_by_step(points.iter().map(|m| (m.step, m.value))).keys().next_back().copied(),
+            Ok(points) => HistoryBaseline::new(points.iter().map(|m| (m.step, m.value, m.timestamp))),
             Err(e) => {
                 tracing::warn!(study = %a.study, trial = a.trial, error = ?e, "cannot read the run's objective history");
-                None
+                HistoryBaseline::default()
             }
         }
     }

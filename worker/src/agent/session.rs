@@ -3,7 +3,7 @@
 //! reports and the objective metric the trial logged through MLflow), so that steps reach the
 //! tracker strictly increasing and never twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use api::studies::{Assignment, ReportRequest};
@@ -34,19 +34,26 @@ pub(crate) struct TrialSession {
     /// report call: that is what serializes the two channels (a history point and a trainer report
     /// racing for the same step would otherwise both be sent).
     last_step: tokio::sync::Mutex<Option<u64>>,
+    /// The objective points already in the run when this attempt started (logged by earlier
+    /// attempts), which the MLflow channel must not forward as this attempt's.
+    baseline: HistoryBaseline,
     // std mutexes: never held across an `.await`.
     end: Mutex<Option<EndReason>>,
     next_milestone: Mutex<Option<u64>>,
 }
 
 impl TrialSession {
-    pub(crate) fn new(client: TrackerClient, assignment: Assignment, cancel: CancellationToken, last_step: Option<u64>) -> Self {
+    /// A session that reports after `assignment.last_step` (see [`initial_last_step`]); the MLflow
+    /// channel ignores the `baseline` points.
+    pub(crate) fn new(client: TrackerClient, assignment: Assignment, cancel: CancellationToken, baseline: HistoryBaseline) -> Self {
         let next_milestone = assignment.next_milestone;
+        let last_step = initial_last_step(assignment.last_step, assignment.resume.as_ref().map(|r| r.step));
         TrialSession {
             client,
             assignment,
             cancel,
             last_step: tokio::sync::Mutex::new(last_step),
+            baseline,
             end: Mutex::new(None),
             next_milestone: Mutex::new(next_milestone),
         }
@@ -114,7 +121,9 @@ impl TrialSession {
 
     /// Forwards the points of the objective metric the trial logged itself (through MLflow) at
     /// steps above the last reported one, with `log_metric: false`. Where a step was logged more
-    /// than once, the last value logged counts.
+    /// than once, the last value logged counts. Points an earlier attempt logged (the baseline)
+    /// are not this attempt's: a step it logged but never got reported is only forwarded once
+    /// this attempt logs it again.
     pub(crate) async fn forward_history(&self) {
         let a = &self.assignment;
         let history = match self.client.metric_history(&a.run_id, &a.objective.metric).await {
@@ -124,7 +133,7 @@ impl TrialSession {
                 return;
             }
         };
-        let by_step = points_by_step(history.iter().map(|m| (m.step, m.value)));
+        let by_step = points_by_step(self.baseline.new_points(history.iter().map(|m| (m.step, m.value, m.timestamp))));
         let mut last = self.last_step.lock().await;
         for (step, value) in by_step {
             if self.is_ending() {
@@ -223,10 +232,43 @@ pub(crate) fn points_by_step(points: impl IntoIterator<Item = (i64, f64)>) -> BT
     out
 }
 
-/// The step a new attempt starts reporting after: the highest step already in the run's
-/// objective history (earlier attempts' reports) or the resume step, whichever is higher.
-pub(crate) fn initial_last_step(history_max: Option<u64>, resume_step: Option<u64>) -> Option<u64> {
-    history_max.max(resume_step)
+/// The step a new attempt starts reporting after: the last step the tracker has for the trial
+/// (`Assignment::last_step`, any attempt). The resume step can never be above it (a checkpoint is
+/// only recorded with a report); it only counts for a tracker too old to send `last_step`.
+pub(crate) fn initial_last_step(assignment_last: Option<u64>, resume_step: Option<u64>) -> Option<u64> {
+    assignment_last.max(resume_step)
+}
+
+/// Metric points (step, value, timestamp) present in a run at some moment, as a multiset, so
+/// that later reads of the history can tell the points logged since.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HistoryBaseline(HashMap<(i64, u64, i64), usize>);
+
+impl HistoryBaseline {
+    pub(crate) fn new(points: impl IntoIterator<Item = (i64, f64, i64)>) -> Self {
+        let mut counts = HashMap::new();
+        for (step, value, timestamp) in points {
+            *counts.entry((step, value.to_bits(), timestamp)).or_insert(0) += 1;
+        }
+        HistoryBaseline(counts)
+    }
+
+    /// The points of `history` that are not in the baseline (as (step, value), in order): each
+    /// baseline point hides one equal point of `history`.
+    pub(crate) fn new_points(&self, history: impl IntoIterator<Item = (i64, f64, i64)>) -> Vec<(i64, f64)> {
+        let mut left = self.0.clone();
+        history
+            .into_iter()
+            .filter(|(step, value, timestamp)| match left.get_mut(&(*step, value.to_bits(), *timestamp)) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    false
+                }
+                _ => true,
+            })
+            .map(|(step, value, _)| (step, value))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -243,7 +285,21 @@ mod tests {
     fn new_attempts_start_after_what_the_tracker_has() {
         assert_eq!(initial_last_step(None, None), None);
         assert_eq!(initial_last_step(Some(5), None), Some(5));
-        assert_eq!(initial_last_step(Some(5), Some(9)), Some(9));
+        // A checkpoint older than the last report: the steps in between are not reported again.
         assert_eq!(initial_last_step(Some(12), Some(9)), Some(12));
+        // A tracker that does not send `last_step`.
+        assert_eq!(initial_last_step(None, Some(9)), Some(9));
+    }
+
+    #[test]
+    fn the_baseline_hides_earlier_attempts_points_only() {
+        // An earlier attempt logged steps 1..=3 (step 3 never reported) and step 2 twice.
+        let baseline = HistoryBaseline::new([(1, 0.5, 10), (2, 0.4, 11), (2, 0.4, 11), (3, 0.3, 12)]);
+        // This attempt resumed at step 2 and logged step 3 again, then step 4.
+        let history = [(1, 0.5, 10), (2, 0.4, 11), (2, 0.4, 11), (3, 0.3, 12), (3, 0.31, 50), (4, 0.2, 51)];
+        assert_eq!(baseline.new_points(history), vec![(3, 0.31), (4, 0.2)]);
+        // The same value at the same step, logged again later, is a new point.
+        assert_eq!(baseline.new_points([(1, 0.5, 10), (1, 0.5, 60)]), vec![(1, 0.5)]);
+        assert_eq!(HistoryBaseline::default().new_points([(1, 0.5, 10)]), vec![(1, 0.5)]);
     }
 }
