@@ -474,9 +474,11 @@ async fn asha_study_with_three_workers_finishes() {
     if pruned == 0 {
         panic!("{}", h.failure("no trial was pruned: ASHA with eta 3 over 9 random trials should prune some", Some(&d)));
     }
-    // Every worker did some of the work.
-    for w in &h.workers {
-        assert!(w.log_contains("leased a trial"), "worker {} never leased a trial:\n{}", w.id, w.log_tail(25));
+    // The work was shared (not all three: a worker slow to start on a loaded machine may find
+    // the study done).
+    let busy = h.workers.iter().filter(|w| w.log_contains("leased a trial")).count();
+    if busy < 2 {
+        panic!("{}", h.failure(&format!("only {busy} worker(s) leased a trial"), Some(&d)));
     }
     eprintln!("asha_study_with_three_workers_finishes: {pruned} of 9 pruned, {:?}", started.elapsed());
 }
