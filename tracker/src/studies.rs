@@ -21,7 +21,7 @@ use api::studies::{
 };
 use serde_json::Value;
 use tuner::scheduler::{AshaConfig, AshaMode, AshaScheduler};
-use tuner::{Decision, Direction, History, SamplerKind, Scheduler, SchedulerKind, SearchSpace, TrialState, TrialView};
+use tuner::{Decision, Direction, History, SamplerKind, Scheduler, SchedulerKind, SearchSpace};
 
 use crate::error::{Error, Result};
 use crate::store::studies::{ReportRow, StudyRow, StudyTx, TrialRow, WorkerRow};
@@ -53,6 +53,8 @@ const QUICK_FAILURE_MS: i64 = 60_000;
 const MAX_QUICK_FAILURES: i64 = 3;
 /// How long an idle worker waits before asking again.
 const IDLE_RETRY_S: f64 = 2.0;
+/// How stale a worker's `last_seen` may get before a lease refreshes it.
+const LAST_SEEN_RESOLUTION_MS: i64 = 5_000;
 /// Longest error message kept for a failed attempt.
 const MAX_ERROR_CHARS: usize = 4000;
 
@@ -196,39 +198,8 @@ pub fn parse_spec(text: &str) -> Result<StudySpec> {
     parsed.map_err(|e| Error::InvalidParameter(format!("Invalid study spec: {e}")))
 }
 
-fn tuner_state(state: &str) -> TrialState {
-    match state {
-        "queued" | "running" => TrialState::Running,
-        "paused" => TrialState::Paused,
-        "complete" => TrialState::Complete,
-        "pruned" => TrialState::Pruned,
-        _ => TrialState::Failed,
-    }
-}
-
 fn is_final(state: &str) -> bool {
     matches!(state, "complete" | "pruned" | "failed" | "stopped")
-}
-
-/// The tuner's view of the persisted trials: trial `n` at index `n`.
-fn views(tx: &StudyTx) -> Vec<TrialView> {
-    let mut out: Vec<TrialView> = tx
-        .trials
-        .iter()
-        .zip(&tx.params)
-        .map(|(t, params)| {
-            let mut v = TrialView::running(t.number as u64, params.clone());
-            v.state = tuner_state(&t.state);
-            v.value = t.value;
-            v
-        })
-        .collect();
-    for r in &tx.reports {
-        if let Some(v) = out.get_mut(r.number as usize) {
-            v.intermediate.insert(r.step as u64, r.value);
-        }
-    }
-    out
 }
 
 /// A param value as a run param string: strings as they are, numbers and booleans as JSON.
@@ -393,8 +364,12 @@ impl<'a> Studies<'a> {
             crate::store::Error::NotFound(m) => Error::NotFound(format!("{m} Register it first (workers/register).")),
             e => e.into(),
         })?;
-        self.store.touch_worker(&worker.worker_id).await?;
         let now = now_ms();
+        // `last_seen` is for operators; refreshing it once per few seconds is enough, and spares
+        // a write transaction on most leases.
+        if now - worker.last_seen > LAST_SEEN_RESOLUTION_MS {
+            self.store.touch_worker(&worker.worker_id).await?;
+        }
         if let Some(held) = self.store.active_lease_of_worker(&worker.worker_id, now).await? {
             let mut tx = self.store.begin_study(&held.study).await?;
             let plan = Plan::from_stored(&tx.study)?;
@@ -491,8 +466,7 @@ impl<'a> Studies<'a> {
         let mut chosen: Option<(usize, Option<i64>)> = requeued.map(|n| (n as usize, None));
         // 2. A promotion of a paused trial (ASHA's get_job), 3. else a new trial.
         if chosen.is_none() {
-            let v = views(tx);
-            let history = History::new(plan.direction, &v);
+            let history = History::new(plan.direction, &tx.views);
             if let Some((n, until)) = plan.scheduler().promote(&history) {
                 chosen = Some((n as usize, Some(until as i64)));
             } else if (tx.trials.len() as u64) < plan.spec.max_trials {
@@ -645,12 +619,14 @@ impl<'a> Studies<'a> {
                 "Report steps must increase: trial {number} already reported step {last}, got step {step}."
             )));
         }
-        let mut v = views(&tx);
-        v[idx].intermediate.insert(req.step, req.value);
-        let history = History::new(plan.direction, &v);
+        // The scheduler judges the report as part of the history; the tx's copy is discarded if
+        // anything below fails.
+        tx.views[idx].intermediate.insert(req.step, req.value);
+        let history = History::new(plan.direction, &tx.views);
         let decision = plan.scheduler().on_report(&history, number, req.step, req.value);
         let expires = self.expires(now_ms());
         let t = &mut tx.trials[idx];
+        let previous_rung = t.last_step.and_then(|s| plan.rung(s as u64));
         t.last_step = Some(step);
         t.last_value = Some(req.value);
         if let Some(c) = &req.checkpoint {
@@ -690,11 +666,16 @@ impl<'a> Studies<'a> {
         if req.log_metric {
             tx.log_metric(&t.run_uuid, &plan.spec.objective.metric, req.value, step).await?;
         }
-        let mut tags = vec![("tracker.state".to_owned(), t.state.clone())];
-        if let Some(rung) = plan.rung(req.step) {
-            tags.push(("tracker.rung".into(), rung.to_string()));
+        // The run's status and tags change only when the trial's state or rung does; most
+        // reports touch neither, so they cost no extra writes.
+        let rung = plan.rung(req.step);
+        if t.state != "running" || rung != previous_rung {
+            let mut tags = vec![("tracker.state".to_owned(), t.state.clone())];
+            if let Some(rung) = rung {
+                tags.push(("tracker.rung".into(), rung.to_string()));
+            }
+            tx.set_run_state(&t.run_uuid, run_status(&t.state), &tags).await?;
         }
-        tx.set_run_state(&t.run_uuid, run_status(&t.state), &tags).await?;
         finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
         Ok(ReportResponse { decision: decision_name.into(), next_milestone: next, state: t.state })
@@ -846,8 +827,7 @@ async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<()> {
         return Ok(());
     }
     if tx.trials.iter().any(|t| t.state == "paused") {
-        let v = views(tx);
-        if plan.scheduler().promote(&History::new(plan.direction, &v)).is_some() {
+        if plan.scheduler().promote(&History::new(plan.direction, &tx.views)).is_some() {
             return Ok(());
         }
         for i in 0..tx.trials.len() {

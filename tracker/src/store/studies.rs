@@ -8,6 +8,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use tuner::{TrialState, TrialView};
+
 use super::runs::{insert_metrics, insert_params, upsert_tags, NewMetric};
 use super::{now_ms, Dialect, Error, Result, Store};
 
@@ -323,18 +325,23 @@ impl Store {
         let study = study_from_row(&row)?;
         let version: i64 = row.try_get(6)?;
         let cached = self.study_cache.lock().map_err(|_| poisoned())?.remove(name).filter(|c| c.version == version);
-        let (trials, params, reports) = match cached {
-            Some(c) => (c.trials, c.params, c.reports),
+        let (trials, views, reports) = match cached {
+            Some(c) => (c.trials, c.views, c.reports),
             None => {
                 let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number")).bind(name).fetch_all(&mut *tx).await?;
                 let trials = rows.iter().map(trial_from_row).collect::<Result<Vec<_>>>()?;
-                let params = trials.iter().map(|t| parse_params(&t.params)).collect::<Result<Vec<_>>>()?;
                 let rows = sqlx::query("select number, step, value, attempt, decision, next_milestone from trial_report where study = $1 order by number, step")
                     .bind(name)
                     .fetch_all(&mut *tx)
                     .await?;
                 let reports = rows.iter().map(report_from_row).collect::<Result<Vec<_>>>()?;
-                (trials, params, reports)
+                let mut views = trials.iter().map(trial_view).collect::<Result<Vec<_>>>()?;
+                for r in &reports {
+                    if let Some(v) = views.get_mut(r.number as usize) {
+                        v.intermediate.insert(r.step as u64, r.value);
+                    }
+                }
+                (trials, views, reports)
             }
         };
         // Heartbeats renew leases without the study lock, so expiry is read from the database:
@@ -344,7 +351,7 @@ impl Store {
             .bind(now_ms())
             .fetch_all(&mut *tx)
             .await?;
-        let stx = StudyTx { tx, dialect: self.dialect, study, version, trials, params, reports, expired, cache: self.study_cache.clone() };
+        let stx = StudyTx { tx, dialect: self.dialect, study, version, trials, views, reports, expired, cache: self.study_cache.clone() };
         Ok(stx)
     }
 }
@@ -399,15 +406,29 @@ pub(crate) type StudyCache = std::sync::Arc<std::sync::Mutex<std::collections::H
 pub(crate) struct CachedStudy {
     version: i64,
     trials: Vec<TrialRow>,
-    params: Vec<Params>,
+    views: Vec<TrialView>,
     reports: Vec<ReportRow>,
 }
 
-/// Params of a trial, decoded.
-pub type Params = std::collections::BTreeMap<String, serde_json::Value>;
+/// The tuner's state of a trial row, as samplers and schedulers read it: queued and running
+/// trials are pending; stopped trials count as failed (excluded from models).
+pub fn tuner_state(state: &str) -> TrialState {
+    match state {
+        "queued" | "running" => TrialState::Running,
+        "paused" => TrialState::Paused,
+        "complete" => TrialState::Complete,
+        "pruned" => TrialState::Pruned,
+        _ => TrialState::Failed,
+    }
+}
 
-fn parse_params(json: &str) -> Result<Params> {
-    serde_json::from_str(json).map_err(|e| Error::Db(sqlx::Error::Decode(format!("stored trial params: {e}").into())))
+/// The tuner's view of a trial row, without its reports.
+fn trial_view(t: &TrialRow) -> Result<TrialView> {
+    let params = serde_json::from_str(&t.params).map_err(|e| Error::Db(sqlx::Error::Decode(format!("stored params of trial {}: {e}", t.number).into())))?;
+    let mut v = TrialView::running(t.number as u64, params);
+    v.state = tuner_state(&t.state);
+    v.value = t.value;
+    Ok(v)
 }
 
 /// One study's decision transaction, with its trials (trial `n` at index `n`) and reports.
@@ -421,9 +442,10 @@ pub struct StudyTx {
     version: i64,
     /// All trials, by number.
     pub trials: Vec<TrialRow>,
-    /// The params of each trial, decoded (kept in memory with the trials: decoding thousands of
-    /// them on every decision would dominate its cost).
-    pub params: Vec<Params>,
+    /// The tuner's view of each trial (params decoded, reports as intermediate values), kept
+    /// in step with `trials` and `reports`: rebuilding thousands of them on every decision
+    /// would dominate its cost.
+    pub views: Vec<TrialView>,
     /// All reports, by trial and step.
     pub reports: Vec<ReportRow>,
     /// Numbers of the running trials whose lease had expired when the transaction began.
@@ -476,7 +498,7 @@ impl StudyTx {
         .bind(&trial.error)
         .execute(&mut *self.tx)
         .await?;
-        self.params.push(parse_params(&trial.params)?);
+        self.views.push(trial_view(&trial)?);
         self.trials.push(trial);
         Ok(())
     }
@@ -491,9 +513,11 @@ impl StudyTx {
         Ok(loc)
     }
 
-    /// Writes back every mutable column of trial `index`.
+    /// Writes back every mutable column of trial `index` (and updates its view).
     pub async fn save_trial(&mut self, index: usize) -> Result<()> {
         let t = &self.trials[index];
+        self.views[index].state = tuner_state(&t.state);
+        self.views[index].value = t.value;
         sqlx::query(
             "update trial set state = $1, value = $2, last_step = $3, last_value = $4, checkpoint = $5, checkpoint_step = $6, target_step = $7, \
              attempt = $8, lease_id = $9, worker_id = $10, lease_expires = $11, leased_time = $12, queued_time = $13, failures = $14, lost = $15, error = $16 \
@@ -534,6 +558,9 @@ impl StudyTx {
             .bind(r.next_milestone)
             .execute(&mut *self.tx)
             .await?;
+        if let Some(v) = self.views.get_mut(r.number as usize) {
+            v.intermediate.insert(r.step as u64, r.value);
+        }
         self.reports.push(r);
         Ok(())
     }
@@ -571,7 +598,7 @@ impl StudyTx {
         let version = self.version + 1;
         sqlx::query("update study set version = $1 where name = $2").bind(version).bind(&self.study.name).execute(&mut *self.tx).await?;
         self.tx.commit().await?;
-        let cached = CachedStudy { version, trials: self.trials, params: self.params, reports: self.reports };
+        let cached = CachedStudy { version, trials: self.trials, views: self.views, reports: self.reports };
         self.cache.lock().map_err(|_| poisoned())?.insert(self.study.name, cached);
         Ok(())
     }
