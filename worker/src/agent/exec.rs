@@ -8,6 +8,7 @@
 //! | variable | value |
 //! |---|---|
 //! | `TRIAL_PARAMS` | the params as a JSON object |
+//! | `TRIAL_DIR` | `<work dir>/<study>/trial-<n>/attempt-<a>`, the attempt's own folder |
 //! | `TRIAL_PARAMS_FILE` | `<attempt dir>/params.json`, the same object |
 //! | `TRIAL_NUMBER`, `TRIAL_ATTEMPT`, `STUDY_NAME` | the trial number, the attempt (from 1), the study |
 //! | `TRIAL_CHECKPOINT_DIR` | `<attempt dir>/checkpoints`, created, for checkpoints |
@@ -29,6 +30,9 @@
 //! in `TRIAL_RESUME_DIR`. `metrics` (optional) are logged to the run at that step. Every other line
 //! is only logged. Exit code 0 completes the trial; anything else fails the attempt, with the exit
 //! code and the last lines of stderr as the error.
+//!
+//! The command runs in the worker's working directory (relative paths in `run.command` resolve as
+//! they do for whoever started the worker).
 //!
 //! The child runs in its own process group, which is signalled as a whole: SIGTERM when the trial
 //! must stop, SIGKILL after the grace period. It is also killed (`PR_SET_PDEATHSIG`) when the
@@ -67,8 +71,9 @@ impl Trainer for ExecTrainer {
         let argv = a.run.command.as_deref().filter(|c| !c.is_empty()).context("the study's `run.command` is empty")?;
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
+            // The worker's own working directory, so a relative path in `run.command` resolves
+            // as it does for whoever started the worker; the trial's folder is `TRIAL_DIR`.
             .envs(trial_env(ctx))
-            .current_dir(&ctx.attempt_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -137,6 +142,7 @@ pub(crate) fn trial_env(ctx: &TrialContext) -> BTreeMap<String, String> {
     let mut env = a.run.env.clone();
     let params = serde_json::to_string(&a.params).unwrap_or_else(|_| "{}".into());
     env.insert("TRIAL_PARAMS".into(), params);
+    env.insert("TRIAL_DIR".into(), path(&ctx.attempt_dir));
     env.insert("TRIAL_PARAMS_FILE".into(), path(&ctx.params_file));
     env.insert("TRIAL_NUMBER".into(), a.trial.to_string());
     env.insert("TRIAL_ATTEMPT".into(), a.attempt.to_string());
