@@ -74,7 +74,7 @@ pub struct Agent {
 
 impl Agent {
     /// An agent with the exec trainer, talking to the tracker through `client`. A relative
-    /// `work_dir` is made absolute (commands run inside their trial folder).
+    /// `work_dir` is made absolute, so the paths trials get stay valid wherever they `cd`.
     pub fn new(mut config: AgentConfig, client: TrackerClient) -> anyhow::Result<Self> {
         config.work_dir = std::path::absolute(&config.work_dir).with_context(|| format!("work dir {}", config.work_dir.display()))?;
         Ok(Agent { config, client, exec: Arc::new(ExecTrainer), builtins: BTreeMap::new() })
