@@ -1,9 +1,9 @@
 //! Studies, trials, their reports, and worker agents.
 //!
 //! Scheduling decisions are made in `crate::studies` from what these functions load; every
-//! decision about one study runs inside one [`StudyTx`], which holds the study's row lock on
-//! Postgres (`select ... for update`, so tracker replicas serialize per study) and the single
-//! write connection on SQLite. Load, decide and write therefore see and leave a consistent history.
+//! decision about one study runs inside one [`StudyTx`], which holds the study's slot in this
+//! process, the study's row lock on Postgres (taken by the `update` that bumps its version, so
+//! tracker replicas serialize per study) and the single write connection on SQLite. Load, decide and write therefore see and leave a consistent history.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -299,7 +299,8 @@ impl Store {
 
     /// Sets a worker's status and quick-failure count.
     pub async fn set_worker_health(&self, worker_id: &str, status: &str, quick_failures: i64) -> Result<()> {
-        sqlx::query("update worker set status = $1, quick_failures = $2 where worker_id = $3")
+        // Most calls (every completed trial) change nothing: skip the row write then.
+        sqlx::query("update worker set status = $1, quick_failures = $2 where worker_id = $3 and (status <> $1 or quick_failures <> $2)")
             .bind(status)
             .bind(quick_failures)
             .bind(worker_id)
@@ -311,20 +312,34 @@ impl Store {
     /// Opens the transaction in which all decisions about one study are made, with the study's
     /// trials and reports loaded: from memory when this process made the last decision (the
     /// study's `version` is still the one it wrote), from the database otherwise.
+    ///
+    /// Decisions about one study are serialized twice. In this process, by the study's slot (an
+    /// async mutex holding its in-memory copy), taken before a pooled connection: requests for a
+    /// busy study wait in memory instead of holding connections that every other query needs,
+    /// and the next decision always finds the copy the last one left. Across processes, by the
+    /// study's row lock, taken by the statement that bumps its version (Postgres; SQLite has one
+    /// writer). Correctness rests on the row lock and the version alone.
     pub async fn begin_study(&self, name: &str) -> Result<StudyTx> {
+        let slot = self.study_cache.lock().map_err(|_| poisoned())?.entry(name.to_owned()).or_default().clone();
+        let mut copy = slot.clone().lock_owned().await;
         let mut tx = self.write.begin().await?;
-        let lock = match self.dialect {
-            Dialect::Postgres => " for update",
-            Dialect::Sqlite => "",
-        };
-        let row = sqlx::query(&format!("select {STUDY_COLUMNS}, version from study where name = $1{lock}"))
+        // Locking and bumping in one statement saves a round trip per decision; a rollback
+        // undoes the bump.
+        let row = sqlx::query(&format!("update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version"))
             .bind(name)
             .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("Study '{name}' does not exist.")))?;
+            .await?;
+        let Some(row) = row else {
+            drop(copy);
+            let mut slots = self.study_cache.lock().map_err(|_| poisoned())?;
+            if slots.get(name).is_some_and(|s| std::sync::Arc::ptr_eq(s, &slot)) {
+                slots.remove(name);
+            }
+            return Err(Error::NotFound(format!("Study '{name}' does not exist.")));
+        };
         let study = study_from_row(&row)?;
         let version: i64 = row.try_get(6)?;
-        let cached = self.study_cache.lock().map_err(|_| poisoned())?.remove(name).filter(|c| c.version == version);
+        let cached = copy.take().filter(|c| c.version == version - 1);
         let (trials, views, reports) = match cached {
             Some(c) => (c.trials, c.views, c.reports),
             None => {
@@ -351,7 +366,7 @@ impl Store {
             .bind(now_ms())
             .fetch_all(&mut *tx)
             .await?;
-        let stx = StudyTx { tx, dialect: self.dialect, study, version, trials, views, reports, expired, cache: self.study_cache.clone() };
+        let stx = StudyTx { tx, dialect: self.dialect, study, version, trials, views, reports, expired, copy };
         Ok(stx)
     }
 }
@@ -398,8 +413,12 @@ fn report_from_row(r: &AnyRow) -> Result<ReportRow> {
     })
 }
 
-/// Studies' state as of the last decision this process committed, by study name.
-pub(crate) type StudyCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, CachedStudy>>>;
+/// Each study's slot, by name: held by the study's open [`StudyTx`] in this process, and holding
+/// the study's state as of the last decision this process committed (empty when unknown).
+pub(crate) type StudyCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, StudySlot>>>;
+
+/// One study's slot in [`StudyCache`].
+pub(crate) type StudySlot = std::sync::Arc<tokio::sync::Mutex<Option<CachedStudy>>>;
 
 /// Trials and reports of a study at a version.
 #[derive(Debug)]
@@ -450,7 +469,9 @@ pub struct StudyTx {
     pub reports: Vec<ReportRow>,
     /// Numbers of the running trials whose lease had expired when the transaction began.
     pub expired: Vec<i64>,
-    cache: StudyCache,
+    /// The study's slot, held until the transaction ends; emptied while it is open, so that a
+    /// rollback leaves nothing to trust.
+    copy: tokio::sync::OwnedMutexGuard<Option<CachedStudy>>,
 }
 
 impl StudyTx {
@@ -592,14 +613,11 @@ impl StudyTx {
         Ok(())
     }
 
-    /// Commits every change, bumping the study's version, and keeps the state in memory for the
-    /// next decision.
+    /// Commits every change (with the study's version, bumped when the transaction began) and
+    /// keeps the state in memory for the next decision.
     pub async fn commit(mut self) -> Result<()> {
-        let version = self.version + 1;
-        sqlx::query("update study set version = $1 where name = $2").bind(version).bind(&self.study.name).execute(&mut *self.tx).await?;
         self.tx.commit().await?;
-        let cached = CachedStudy { version, trials: self.trials, views: self.views, reports: self.reports };
-        self.cache.lock().map_err(|_| poisoned())?.insert(self.study.name, cached);
+        *self.copy = Some(CachedStudy { version: self.version, trials: self.trials, views: self.views, reports: self.reports });
         Ok(())
     }
 }
