@@ -474,23 +474,26 @@ impl<'a> Studies<'a> {
                 let sampler = plan.sampler.build(plan.spec.seed, Some(plan.spec.max_trials as usize));
                 let mut rng = tuner::trial_rng(plan.spec.seed, number);
                 let params = sampler.sample(&plan.space, &history, number, &mut rng);
+                // Inserted already leased, with its final tags: one write per row instead of an
+                // insert followed by updates of the trial and its run.
+                let attempt = 1;
                 let row = TrialRow {
                     study: plan.spec.name.clone(),
                     number: number as i64,
                     run_uuid: uuid::Uuid::new_v4().simple().to_string(),
                     params: serde_json::to_string(&params).map_err(|e| Error::Internal(e.into()))?,
-                    state: "queued".into(),
+                    state: "running".into(),
                     value: None,
                     last_step: None,
                     last_value: None,
                     checkpoint: None,
                     checkpoint_step: None,
                     target_step: None,
-                    attempt: 0,
-                    lease_id: None,
-                    worker_id: None,
-                    lease_expires: None,
-                    leased_time: None,
+                    attempt,
+                    lease_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+                    worker_id: Some(worker_id.to_owned()),
+                    lease_expires: Some(self.expires(now)),
+                    leased_time: Some(now),
                     queued_time: None,
                     failures: 0,
                     lost: 0,
@@ -501,11 +504,14 @@ impl<'a> Studies<'a> {
                 let tags = vec![
                     ("tracker.study".to_owned(), plan.spec.name.clone()),
                     ("tracker.trial".to_owned(), number.to_string()),
-                    ("tracker.state".to_owned(), "queued".to_owned()),
+                    ("tracker.state".to_owned(), "running".to_owned()),
+                    ("tracker.worker".to_owned(), worker_id.to_owned()),
+                    ("tracker.attempt".to_owned(), attempt.to_string()),
                 ];
                 let experiment_id = tx.study.experiment_id;
-                tx.insert_trial(row, experiment_id, &artifact_location, &run_params, &tags).await?;
-                chosen = Some((number as usize, None));
+                tx.insert_trial(row.clone(), experiment_id, &artifact_location, &run_params, &tags).await?;
+                tracing::info!(study = %row.study, trial = row.number, attempt, worker = worker_id, "trial leased");
+                return Ok(Some(row));
             }
         }
         let Some((index, target)) = chosen else { return Ok(None) };

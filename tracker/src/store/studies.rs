@@ -475,17 +475,18 @@ pub struct StudyTx {
 }
 
 impl StudyTx {
-    /// Inserts a new trial (appended to `trials`) together with its run (status SCHEDULED until
-    /// leased), its params as run params and its study tags.
+    /// Inserts a new trial (appended to `trials`) together with its run (RUNNING when the trial
+    /// is inserted leased, else SCHEDULED), its params as run params and its study tags.
     pub async fn insert_trial(&mut self, trial: TrialRow, experiment_id: i64, artifact_root: &str, run_params: &[(String, String)], tags: &[(String, String)]) -> Result<()> {
         let run_name = format!("{}-trial-{}", self.study.name, trial.number);
         let artifact_uri = format!("{}/{}/artifacts", artifact_root.trim_end_matches('/'), trial.run_uuid);
         sqlx::query(
-            "insert into run (run_uuid, experiment_id, run_name, user_id, status, start_time, artifact_uri, lifecycle_stage) values ($1, $2, $3, 'tracker', 'SCHEDULED', $4, $5, 'active')",
+            "insert into run (run_uuid, experiment_id, run_name, user_id, status, start_time, artifact_uri, lifecycle_stage) values ($1, $2, $3, 'tracker', $4, $5, $6, 'active')",
         )
         .bind(&trial.run_uuid)
         .bind(experiment_id)
         .bind(&run_name)
+        .bind(if trial.state == "running" { "RUNNING" } else { "SCHEDULED" })
         .bind(now_ms())
         .bind(&artifact_uri)
         .execute(&mut *self.tx)
