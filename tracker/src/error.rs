@@ -37,6 +37,10 @@ pub enum Error {
     /// A conflicting concurrent change, such as a stale lease: 409 `RESOURCE_CONFLICT`.
     #[error("{0}")]
     Conflict(String),
+    /// A well-formed request refused by the state it would change, such as a promotion that a
+    /// gate rule refuses: 412 `PRECONDITION_FAILED`. Nothing was changed.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// The database is momentarily unavailable (pool exhausted, locked): 503, which the client retries.
     #[error("{0}")]
     Unavailable(String),
@@ -60,6 +64,7 @@ impl Error {
             Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             Error::PermissionDenied(_) => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "RESOURCE_CONFLICT"),
+            Error::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "TEMPORARILY_UNAVAILABLE"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }

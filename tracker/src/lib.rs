@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod http;
 pub mod observability;
+pub mod promotion;
 pub mod search;
 pub mod store;
 pub mod studies;

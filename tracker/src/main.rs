@@ -29,6 +29,30 @@ enum Command {
     /// Lists worker agents and resumes paused ones.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Promotes registered model versions through their gate rules (works on the store directly).
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Points an alias at a version if every promotion rule of the model passes; exits 1 naming
+    /// the failed rule otherwise, changing nothing.
+    Promote {
+        /// Registered model name.
+        name: String,
+        /// The version to promote.
+        #[arg(long)]
+        version: String,
+        /// The alias to point at it (for example `production`).
+        #[arg(long)]
+        alias: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(cmd) => token(cmd).await,
         Command::Study(cmd) => study(cmd).await,
         Command::Worker(cmd) => worker(cmd).await,
+        Command::Model(cmd) => model(cmd).await,
     }
 }
 
@@ -194,6 +219,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let timing = LeaseTiming { lease_ttl: std::time::Duration::from_secs_f64(args.lease_ttl_s) };
     let app = tracker::router(AppState::with_lease_timing(store, artifacts, auth, timing));
     tracker::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::Promote { name, version, alias, reason, store } => {
+            let _ = &reason;
+            tracker::http::registry::alias_name(&Some(alias.clone())).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = store.open().await?;
+            match store.promote(&name, &version, &alias).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+                tracker::store::promotion::Promotion::Promoted { previous_version, checks, .. } => {
+                    for c in &checks {
+                        println!("  pass  {}  ({})", c.rule, c.detail);
+                    }
+                    let from = previous_version.map_or_else(|| "no version".to_owned(), |v| format!("version {v}"));
+                    println!("Promoted '{name}' version {version} to alias '{alias}' (was {from})");
+                }
+                tracker::store::promotion::Promotion::Refused { failed, .. } => {
+                    anyhow::bail!("{}", tracker::http::promotion::refusal_message(&name, &version, &alias, &failed.rule, &failed.detail));
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod artifacts;
 pub mod mlflow;
+pub mod promotion;
 pub mod registry;
 pub mod studies;
 
@@ -26,7 +27,7 @@ pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router()).merge(admin::router()).merge(studies::router());
+    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router()).merge(admin::router()).merge(studies::router()).merge(promotion::router());
     Router::new()
         // The mlflow client uses /api; MLflow's own web UI uses the /ajax-api mirror.
         .nest("/api", api.clone())

@@ -58,7 +58,7 @@ fn model_name<'a>(v: &'a Option<String>, field: &str) -> Result<&'a str> {
 
 /// An alias name as MLflow accepts it: letters, digits, `_` and `-`, not `latest`, and not of the
 /// form `v<digits>`, which would be read as a version.
-fn alias_name(v: &Option<String>) -> Result<&str> {
+pub fn alias_name(v: &Option<String>) -> Result<&str> {
     let alias = required(v, "alias")?;
     let valid_chars = alias.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
     let looks_like_version = alias.len() > 1 && alias[..1].eq_ignore_ascii_case("v") && alias[1..].chars().all(|c| c.is_ascii_digit());

@@ -153,7 +153,7 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias"] {
+        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias", "registered_model_promotion_rules"] {
             sqlx::query(&format!("update {table} set name = $1 where name = $2")).bind(new_name).bind(name).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -181,7 +181,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(model_not_found(name));
         }
-        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias"] {
+        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias", "registered_model_promotion_rules"] {
             sqlx::query(&format!("delete from {table} where name = $1")).bind(name).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -411,13 +411,7 @@ impl Store {
         let number = parse_version(name, version)?;
         let mut tx = self.write.begin().await?;
         ensure_version(&mut tx, name, number, version).await?;
-        sqlx::query("insert into registered_model_alias (name, alias, version) values ($1, $2, $3) on conflict (name, alias) do update set version = excluded.version")
-            .bind(name)
-            .bind(alias)
-            .bind(number)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("update registered_model set last_updated_timestamp = $1 where name = $2").bind(now_ms()).bind(name).execute(&mut *tx).await?;
+        put_alias(&mut tx, name, alias, number).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -626,12 +620,33 @@ fn bind_names<'q>(mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArgumen
     q
 }
 
-async fn ensure_model(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<()> {
+/// The version an alias points at now, inside a transaction.
+pub(super) async fn alias_holder(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, alias: &str) -> Result<Option<i64>> {
+    let row = sqlx::query("select version from registered_model_alias where name = $1 and alias = $2").bind(name).bind(alias).fetch_optional(&mut **tx).await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    })
+}
+
+/// Points an alias at an existing version and touches the model.
+pub(super) async fn put_alias(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, alias: &str, number: i64) -> Result<()> {
+    sqlx::query("insert into registered_model_alias (name, alias, version) values ($1, $2, $3) on conflict (name, alias) do update set version = excluded.version")
+        .bind(name)
+        .bind(alias)
+        .bind(number)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("update registered_model set last_updated_timestamp = $1 where name = $2").bind(now_ms()).bind(name).execute(&mut **tx).await?;
+    Ok(())
+}
+
+pub(super) async fn ensure_model(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str) -> Result<()> {
     let found = sqlx::query("select 1 from registered_model where name = $1").bind(name).fetch_optional(&mut **tx).await?;
     found.map(|_| ()).ok_or_else(|| model_not_found(name))
 }
 
-async fn ensure_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, number: i64, version: &str) -> Result<()> {
+pub(super) async fn ensure_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, number: i64, version: &str) -> Result<()> {
     ensure_model(tx, name).await?;
     let found = sqlx::query("select 1 from model_version where name = $1 and version = $2").bind(name).bind(number).fetch_optional(&mut **tx).await?;
     found.map(|_| ()).ok_or_else(|| version_not_found(name, version))

@@ -231,6 +231,14 @@ impl TestServer {
         self.shutdown = Some(tx);
     }
 
+    /// The `--backend-store-uri` of this server's database, for the command line.
+    pub fn backend_store_uri(&self) -> String {
+        match &self._db.uri {
+            BackendUri::Sqlite(path) => format!("sqlite://{}", path.display()),
+            BackendUri::Postgres(url) => url.clone(),
+        }
+    }
+
     /// `base` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -1,0 +1,88 @@
+//! Gated promotion under `/api/tracker/models/...`: the rules stored with a registered model and
+//! `promote`, which points an alias at a version only when every rule passes. A refused
+//! promotion answers 412 `PRECONDITION_FAILED` naming the rule, and changes nothing. No SQL here;
+//! see `store::promotion`.
+
+use axum::extract::{Request, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::mlflow::required;
+use super::registry::alias_name;
+use super::studies::Body;
+use crate::error::{Error, Result};
+use crate::store::promotion::Promotion;
+use crate::AppState;
+
+/// Routes of this module, relative to `/api`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tracker/models/promote", post(promote))
+        .route("/tracker/models/rules/set", post(set_rules))
+        .route("/tracker/models/rules/get", get(get_rules))
+}
+
+/// The fields of a GET query string decoded into `T`, with MLflow error bodies.
+pub(crate) fn query<T: DeserializeOwned>(req: &Request) -> Result<T> {
+    let value = super::query_to_json(req.uri().query().unwrap_or(""));
+    serde_json::from_value(value).map_err(|e| Error::InvalidParameter(format!("Invalid value in request: {e}")))
+}
+
+/// `POST /tracker/models/promote`.
+#[derive(Debug, Deserialize)]
+pub struct PromoteRequest {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub alias: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /tracker/models/rules/set`.
+#[derive(Debug, Deserialize)]
+pub struct SetRulesRequest {
+    pub name: Option<String>,
+    pub rules: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NameQuery {
+    name: Option<String>,
+}
+
+/// The message of a refused promotion: which rule failed and what it saw.
+pub fn refusal_message(name: &str, version: &str, alias: &str, rule: &str, detail: &str) -> String {
+    format!("Promotion of model '{name}' version {version} to alias '{alias}' refused by rule '{rule}': {detail}")
+}
+
+async fn promote(State(app): State<AppState>, Body(req): Body<PromoteRequest>) -> Result<Json<Value>> {
+    let name = required(&req.name, "name")?;
+    let version = required(&req.version, "version")?;
+    let alias = alias_name(&req.alias)?;
+    match app.store.promote(name, version, alias).await? {
+        Promotion::Refused { failed, .. } => Err(Error::PreconditionFailed(refusal_message(name, version, alias, &failed.rule, &failed.detail))),
+        Promotion::Promoted { model_version, previous_version, checks } => Ok(Json(json!({
+            "model_version": model_version,
+            "alias": alias,
+            "previous_version": previous_version.map(|v| v.to_string()),
+            "checks": checks,
+        }))),
+    }
+}
+
+async fn set_rules(State(app): State<AppState>, Body(req): Body<SetRulesRequest>) -> Result<Json<Value>> {
+    let name = required(&req.name, "name")?;
+    let rules = req.rules.as_ref().ok_or_else(|| Error::missing("rules"))?;
+    let rules = app.store.set_promotion_rules(name, rules).await?;
+    Ok(Json(json!({ "name": name, "rules": rules })))
+}
+
+async fn get_rules(State(app): State<AppState>, req: Request) -> Result<Json<Value>> {
+    let q: NameQuery = query(&req)?;
+    let name = required(&q.name, "name")?;
+    let rules = app.store.get_promotion_rules(name).await?;
+    Ok(Json(json!({ "name": name, "rules": rules })))
+}

@@ -1,0 +1,154 @@
+//! Gated promotion, the registry audit log and webhooks, over HTTP (and the `tracker model`
+//! command line) on SQLite and, with `TEST_POSTGRES_URL`, on Postgres.
+
+mod common;
+
+use common::{Backend, TestServer};
+use serde_json::{json, Value};
+
+async fn tracker_post(s: &TestServer, path: &str, body: Value) -> common::Reply {
+    s.send(s.client.post(s.url(&format!("/api/tracker/{path}"))).json(&body)).await
+}
+
+async fn tracker_get(s: &TestServer, path: &str, query: &[(&str, &str)]) -> common::Reply {
+    s.send(s.client.get(s.url(&format!("/api/tracker/{path}"))).query(query)).await
+}
+
+/// A run with the given metrics and params.
+async fn run_with(s: &TestServer, exp: &str, metrics: &[(&str, f64)], params: &[(&str, &str)]) -> String {
+    let run = s.create_run(exp).await;
+    for (k, v) in metrics {
+        s.post("runs/log-metric", json!({"run_id": run, "key": k, "value": v, "timestamp": 1, "step": 0})).await.ok();
+    }
+    for (k, v) in params {
+        s.post("runs/log-parameter", json!({"run_id": run, "key": k, "value": v})).await.ok();
+    }
+    run
+}
+
+/// Creates `name` with one version per run, numbered from 1.
+async fn model_with_versions(s: &TestServer, name: &str, runs: &[&str]) {
+    s.post("registered-models/create", json!({"name": name})).await.ok();
+    for run in runs {
+        s.post("model-versions/create", json!({"name": name, "source": format!("runs:/{run}/model"), "run_id": run})).await.ok();
+    }
+}
+
+async fn alias_version(s: &TestServer, name: &str, alias: &str) -> Option<String> {
+    let r = s.get("registered-models/alias", &[("name", name), ("alias", alias)]).await;
+    (r.status == 200).then(|| r.json["model_version"]["version"].as_str().unwrap().to_owned())
+}
+
+async fn promotion_passes_or_is_refused_by_its_gate(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    let exp = s.create_experiment("promo").await;
+    let good = run_with(&s, &exp, &[("eval_exact_match", 0.95), ("eval_loss", 0.5)], &[("lora_r", "16")]).await;
+    let weak = run_with(&s, &exp, &[("eval_exact_match", 0.85), ("eval_loss", 0.3)], &[("lora_r", "16")]).await;
+    let big = run_with(&s, &exp, &[("eval_exact_match", 0.99), ("eval_loss", 0.2)], &[("lora_r", "64")]).await;
+    model_with_versions(&s, "ko-lora", &[&good, &weak, &big]).await;
+
+    // Rules that do not parse are refused, naming the rule; nothing is stored.
+    let bad = tracker_post(&s, "models/rules/set", json!({"name": "ko-lora", "rules": ["metrics.eval_exact_match >= 0.9", "metrics.acc >>= 1"]})).await;
+    bad.err(400, "INVALID_PARAMETER_VALUE");
+    assert!(bad.json["message"].as_str().unwrap().contains("metrics.acc >>= 1"), "{}", bad.text);
+    tracker_post(&s, "models/rules/set", json!({"name": "ko-lora", "rules": ["no_regression(params.x, lower)"]})).await.err(400, "INVALID_PARAMETER_VALUE");
+    tracker_post(&s, "models/rules/set", json!({"name": "ko-lora"})).await.err(400, "INVALID_PARAMETER_VALUE");
+    tracker_post(&s, "models/rules/set", json!({"name": "nope", "rules": []})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    assert_eq!(tracker_get(&s, "models/rules/get", &[("name", "ko-lora")]).await.ok()["rules"], json!([]));
+    tracker_get(&s, "models/rules/get", &[("name", "nope")]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+
+    let rules = json!(["metrics.eval_exact_match >= 0.9", " params.lora_r <= 32 "]);
+    let set = tracker_post(&s, "models/rules/set", json!({"name": "ko-lora", "rules": rules})).await.ok();
+    assert_eq!(set["rules"], json!(["metrics.eval_exact_match >= 0.9", "params.lora_r <= 32"]));
+    assert_eq!(tracker_get(&s, "models/rules/get", &[("name", "ko-lora")]).await.ok()["rules"], set["rules"]);
+
+    // A passing promotion sets the alias, as the MLflow alias endpoint does.
+    let done = tracker_post(&s, "models/promote", json!({"name": "ko-lora", "version": "1", "alias": "production", "reason": "first"})).await.ok();
+    assert_eq!(done["model_version"]["version"], "1");
+    assert_eq!(done["model_version"]["aliases"], json!(["production"]));
+    assert_eq!(done["previous_version"], Value::Null);
+    assert_eq!(done["checks"].as_array().unwrap().len(), 2);
+    assert_eq!(alias_version(&s, "ko-lora", "production").await.as_deref(), Some("1"));
+
+    // Refused by a metric threshold, then by a param: 412 naming the rule, nothing changed.
+    let refused = tracker_post(&s, "models/promote", json!({"name": "ko-lora", "version": "2", "alias": "production"})).await;
+    refused.err(412, "PRECONDITION_FAILED");
+    let message = refused.json["message"].as_str().unwrap();
+    assert!(message.contains("'metrics.eval_exact_match >= 0.9'") && message.contains("0.85"), "{message}");
+    let refused = tracker_post(&s, "models/promote", json!({"name": "ko-lora", "version": "3", "alias": "production"})).await;
+    refused.err(412, "PRECONDITION_FAILED");
+    assert!(refused.json["message"].as_str().unwrap().contains("'params.lora_r <= 32'"), "{}", refused.text);
+    assert_eq!(alias_version(&s, "ko-lora", "production").await.as_deref(), Some("1"));
+    let v2 = s.get("model-versions/get", &[("name", "ko-lora"), ("version", "2")]).await.ok();
+    assert!(v2["model_version"].get("aliases").is_none(), "{v2}");
+
+    // Bad input: unknown model or version, reserved or invalid alias, missing fields.
+    tracker_post(&s, "models/promote", json!({"name": "ko-lora", "version": "9", "alias": "production"})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    tracker_post(&s, "models/promote", json!({"name": "nope", "version": "1", "alias": "production"})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    tracker_post(&s, "models/promote", json!({"name": "ko-lora", "version": "1", "alias": "latest"})).await.err(400, "INVALID_PARAMETER_VALUE");
+    tracker_post(&s, "models/promote", json!({"name": "ko-lora", "version": "1", "alias": "a b"})).await.err(400, "INVALID_PARAMETER_VALUE");
+    tracker_post(&s, "models/promote", json!({"name": "ko-lora", "alias": "production"})).await.err(400, "INVALID_PARAMETER_VALUE");
+
+    // A model without rules promotes anything.
+    model_with_versions(&s, "free", &[&weak]).await;
+    tracker_post(&s, "models/promote", json!({"name": "free", "version": "1", "alias": "staging"})).await.ok();
+    assert_eq!(alias_version(&s, "free", "staging").await.as_deref(), Some("1"));
+
+    // Renaming the model keeps its rules.
+    s.post("registered-models/rename", json!({"name": "ko-lora", "new_name": "ko-lora-2"})).await.ok();
+    assert_eq!(tracker_get(&s, "models/rules/get", &[("name", "ko-lora-2")]).await.ok()["rules"], set["rules"]);
+}
+
+async fn no_regression_gate(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    let exp = s.create_experiment("noreg").await;
+    let base = run_with(&s, &exp, &[("eval_loss", 0.5)], &[]).await;
+    let worse = run_with(&s, &exp, &[("eval_loss", 0.6)], &[]).await;
+    let better = run_with(&s, &exp, &[("eval_loss", 0.4)], &[]).await;
+    let unmeasured = run_with(&s, &exp, &[], &[]).await;
+    model_with_versions(&s, "m", &[&base, &worse, &better, &unmeasured]).await;
+    tracker_post(&s, "models/rules/set", json!({"name": "m", "rules": ["no_regression(metrics.eval_loss, lower)"]})).await.ok();
+
+    // Nobody holds the alias: nothing to regress against.
+    tracker_post(&s, "models/promote", json!({"name": "m", "version": "1", "alias": "production"})).await.ok();
+    let refused = tracker_post(&s, "models/promote", json!({"name": "m", "version": "2", "alias": "production"})).await;
+    refused.err(412, "PRECONDITION_FAILED");
+    let message = refused.json["message"].as_str().unwrap();
+    assert!(message.contains("no_regression(metrics.eval_loss, lower)") && message.contains("version 1"), "{message}");
+    assert_eq!(alias_version(&s, "m", "production").await.as_deref(), Some("1"));
+    // A version without the metric cannot show it does not regress.
+    tracker_post(&s, "models/promote", json!({"name": "m", "version": "4", "alias": "production"})).await.err(412, "PRECONDITION_FAILED");
+    let done = tracker_post(&s, "models/promote", json!({"name": "m", "version": "3", "alias": "production"})).await.ok();
+    assert_eq!(done["previous_version"], "1");
+    assert_eq!(alias_version(&s, "m", "production").await.as_deref(), Some("3"));
+    // Another alias is judged against its own holder (none).
+    tracker_post(&s, "models/promote", json!({"name": "m", "version": "2", "alias": "canary"})).await.ok();
+}
+
+async fn cli_promotes_through_the_gate(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    let exp = s.create_experiment("cli").await;
+    let good = run_with(&s, &exp, &[("eval_exact_match", 0.95)], &[]).await;
+    let weak = run_with(&s, &exp, &[("eval_exact_match", 0.5)], &[]).await;
+    model_with_versions(&s, "cli-model", &[&good, &weak]).await;
+    tracker_post(&s, "models/rules/set", json!({"name": "cli-model", "rules": ["metrics.eval_exact_match >= 0.9"]})).await.ok();
+    let uri = s.backend_store_uri();
+    let run = |version: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tracker"))
+            .args(["model", "promote", "cli-model", "--version", version, "--alias", "production", "--reason", "cli test", "--backend-store-uri", &uri])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run tracker")
+    };
+    let refused = run("2");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("refused by rule 'metrics.eval_exact_match >= 0.9'"), "{stderr}");
+    assert_eq!(alias_version(&s, "cli-model", "production").await, None);
+    let done = run("1");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("Promoted 'cli-model' version 1"));
+    assert_eq!(alias_version(&s, "cli-model", "production").await.as_deref(), Some("1"));
+}
+
+both_backends!(promotion_passes_or_is_refused_by_its_gate, no_regression_gate, cli_promotes_through_the_gate);
