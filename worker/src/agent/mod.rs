@@ -224,7 +224,10 @@ impl Agent {
     /// point an earlier attempt logged above it (and never got reported) from being reported now.
     /// Empty when it cannot be read (logged): the tracker still refuses steps it already has.
     async fn history_baseline(&self, a: &Assignment, cancel: &CancellationToken) -> HistoryBaseline {
-        match retrying("metric history", cancel, Some(Duration::from_secs(30)), || self.client.metric_history(&a.run_id, &a.objective.metric)).await {
+        // Read before the heartbeat loop starts, so it may take at most one heartbeat period: the
+        // lease must not run out while the tracker is slow to answer.
+        let budget = Duration::try_from_secs_f64(a.heartbeat_s).unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100));
+        match retrying("metric history", cancel, Some(budget), || self.client.metric_history(&a.run_id, &a.objective.metric)).await {
             Ok(points) => HistoryBaseline::new(points.iter().map(|m| (m.step, m.value, m.timestamp))),
             Err(e) => {
                 tracing::warn!(study = %a.study, trial = a.trial, error = ?e, "cannot read the run's objective history");
