@@ -240,6 +240,9 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
     s.post_raw("/api/tracker/studies/s/trials/x/report", "application/json", json!({"lease_id": lease_id, "step": 3, "value": 1.0}).to_string())
         .await
         .err(400, "INVALID_PARAMETER_VALUE");
+    s.post_raw("/api/tracker/studies/%FF/trials/0/report", "application/json", json!({"lease_id": lease_id, "step": 3, "value": 1.0}).to_string())
+        .await
+        .err(400, "INVALID_PARAMETER_VALUE");
     let after = s.send(s.client.get(s.url("/api/tracker/studies/get")).query(&[("name", "s")])).await.ok();
     assert_eq!(before, after, "refused calls changed the study");
     // A retried report gets the same answer and logs nothing twice.

@@ -104,25 +104,34 @@ async fn stop_study(State(app): State<AppState>, Body(q): Body<ByName>) -> Resul
     control(app, q, "stop").await
 }
 
-/// `{number}` must be a trial number; anything else is the client's error, not a 5xx.
-fn trial_number(raw: &str) -> Result<u64> {
-    raw.parse().map_err(|_| Error::InvalidParameter(format!("Trial number must be a non-negative integer, got '{raw}'")))
+/// The `{study}/trials/{number}` segments, or the extractor's complaint (e.g. bad percent-encoding).
+type PathResult = std::result::Result<Path<(String, String)>, axum::extract::rejection::PathRejection>;
+
+/// The study and trial number of a trial call; a malformed path is the client's error, not a 5xx.
+fn trial_path(path: PathResult) -> Result<(String, u64)> {
+    let Path((study, raw)) = path.map_err(|e| Error::InvalidParameter(format!("Invalid trial path: {e}")))?;
+    let n = raw.parse().map_err(|_| Error::InvalidParameter(format!("Trial number must be a non-negative integer, got '{raw}'")))?;
+    Ok((study, n))
 }
 
-async fn report(State(app): State<AppState>, Path((study, n)): Path<(String, String)>, Body(req): Body<ReportRequest>) -> Result<Json<Value>> {
-    Ok(Json(json!(studies(&app).report(&study, trial_number(&n)?, req).await?)))
+async fn report(State(app): State<AppState>, path: PathResult, Body(req): Body<ReportRequest>) -> Result<Json<Value>> {
+    let (study, n) = trial_path(path)?;
+    Ok(Json(json!(studies(&app).report(&study, n, req).await?)))
 }
 
-async fn complete(State(app): State<AppState>, Path((study, n)): Path<(String, String)>, Body(req): Body<CompleteRequest>) -> Result<Json<Value>> {
-    Ok(Json(json!(studies(&app).complete(&study, trial_number(&n)?, req).await?)))
+async fn complete(State(app): State<AppState>, path: PathResult, Body(req): Body<CompleteRequest>) -> Result<Json<Value>> {
+    let (study, n) = trial_path(path)?;
+    Ok(Json(json!(studies(&app).complete(&study, n, req).await?)))
 }
 
-async fn fail(State(app): State<AppState>, Path((study, n)): Path<(String, String)>, Body(req): Body<FailRequest>) -> Result<Json<Value>> {
-    Ok(Json(json!(studies(&app).fail(&study, trial_number(&n)?, req).await?)))
+async fn fail(State(app): State<AppState>, path: PathResult, Body(req): Body<FailRequest>) -> Result<Json<Value>> {
+    let (study, n) = trial_path(path)?;
+    Ok(Json(json!(studies(&app).fail(&study, n, req).await?)))
 }
 
-async fn release(State(app): State<AppState>, Path((study, n)): Path<(String, String)>, Body(req): Body<ReleaseRequest>) -> Result<Json<Value>> {
-    Ok(Json(json!(studies(&app).release(&study, trial_number(&n)?, req).await?)))
+async fn release(State(app): State<AppState>, path: PathResult, Body(req): Body<ReleaseRequest>) -> Result<Json<Value>> {
+    let (study, n) = trial_path(path)?;
+    Ok(Json(json!(studies(&app).release(&study, n, req).await?)))
 }
 
 async fn register(State(app): State<AppState>, Body(req): Body<RegisterWorker>) -> Result<Json<Value>> {
