@@ -225,10 +225,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
         ModelCommand::Promote { name, version, alias, reason, store } => {
-            let _ = &reason;
             tracker::http::registry::alias_name(&Some(alias.clone())).map_err(|e| anyhow::anyhow!("{e}"))?;
             let store = store.open().await?;
-            match store.promote(&name, &version, &alias).await.map_err(|e| anyhow::anyhow!("{e}"))? {
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let by = tracker::store::audit::ChangeBy::new(format!("cli:{user}"), reason.as_deref());
+            match store.promote(&name, &version, &alias, &by).await.map_err(|e| anyhow::anyhow!("{e}"))? {
                 tracker::store::promotion::Promotion::Promoted { previous_version, checks, .. } => {
                     for c in &checks {
                         println!("  pass  {}  ({})", c.rule, c.detail);

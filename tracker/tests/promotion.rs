@@ -151,4 +151,115 @@ async fn cli_promotes_through_the_gate(backend: Backend) {
     assert_eq!(alias_version(&s, "cli-model", "production").await.as_deref(), Some("1"));
 }
 
-both_backends!(promotion_passes_or_is_refused_by_its_gate, no_regression_gate, cli_promotes_through_the_gate);
+/// The audit entries of `name`, newest first, as (action, alias or version, from, to, actor, reason).
+async fn audit(s: &TestServer, name: &str) -> Vec<Value> {
+    tracker_get(s, "models/audit", &[("name", name)]).await.ok()["entries"].as_array().unwrap().clone()
+}
+
+fn summary(e: &Value) -> String {
+    let s = |k: &str| e[k].as_str().map_or("-".to_owned(), str::to_owned);
+    match e["alias"].as_str() {
+        Some(alias) => format!("{} {alias} {}->{} by {} ({})", s("action"), s("from_version"), s("to_version"), s("actor"), s("reason")),
+        None => format!("{} v{} {}->{} by {} ({})", s("action"), s("version"), s("from_stage"), s("to_stage"), s("actor"), s("reason")),
+    }
+}
+
+async fn audit_log_records_alias_and_stage_changes(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    let exp = s.create_experiment("audit").await;
+    let r = run_with(&s, &exp, &[("acc", 0.9)], &[]).await;
+    model_with_versions(&s, "audited", &[&r, &r, &r]).await;
+    model_with_versions(&s, "other", &[&r]).await;
+    let delete = |body: Value| s.send(s.client.delete(s.url("/api/2.0/mlflow/registered-models/alias")).json(&body));
+
+    s.post("registered-models/alias", json!({"name": "audited", "alias": "champion", "version": "1"})).await.ok();
+    s.post("registered-models/alias", json!({"name": "audited", "alias": "champion", "version": "2"})).await.ok();
+    delete(json!({"name": "audited", "alias": "champion"})).await.ok();
+    // Deleting an alias that does not exist changes nothing and records nothing.
+    delete(json!({"name": "audited", "alias": "champion"})).await.ok();
+    s.post("model-versions/transition-stage", json!({"name": "audited", "version": "1", "stage": "production"})).await.ok();
+    s.post("model-versions/transition-stage", json!({"name": "audited", "version": "2", "stage": "Production", "archive_existing_versions": true})).await.ok();
+    tracker_post(&s, "models/promote", json!({"name": "audited", "version": "3", "alias": "production", "reason": "beats v2 on acc"})).await.ok();
+    tracker_post(&s, "models/promote", json!({"name": "audited", "version": "1", "alias": "production"})).await.ok();
+    // Refused and failed changes leave no entry.
+    tracker_post(&s, "models/rules/set", json!({"name": "audited", "rules": ["metrics.acc > 0.95"]})).await.ok();
+    tracker_post(&s, "models/promote", json!({"name": "audited", "version": "2", "alias": "production"})).await.err(412, "PRECONDITION_FAILED");
+    s.post("registered-models/alias", json!({"name": "audited", "alias": "champion", "version": "9"})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    s.post("registered-models/alias", json!({"name": "other", "alias": "champion", "version": "1"})).await.ok();
+
+    let entries = audit(&s, "audited").await;
+    let got: Vec<String> = entries.iter().map(summary).collect();
+    assert_eq!(
+        got,
+        [
+            "promote production 3->1 by anonymous ()",
+            "promote production -->3 by anonymous (beats v2 on acc)",
+            "archive_existing v1 Production->Archived by anonymous ()",
+            "transition_stage v2 None->Production by anonymous ()",
+            "transition_stage v1 None->Production by anonymous ()",
+            "delete_alias champion 2->- by anonymous ()",
+            "set_alias champion 1->2 by anonymous ()",
+            "set_alias champion -->1 by anonymous ()",
+        ],
+    );
+    assert!(entries.iter().all(|e| e["name"] == "audited" && e["timestamp"].as_i64().unwrap() > 1_700_000_000_000));
+    let ids: Vec<i64> = entries.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+
+    // Paged: two at a time, the same entries in the same order.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let mut q = vec![("name", "audited"), ("max_results", "3")];
+        if !token.is_empty() {
+            q.push(("page_token", &token));
+        }
+        let page = tracker_get(&s, "models/audit", &q).await.ok();
+        paged.extend(page["entries"].as_array().unwrap().iter().map(summary));
+        match page["next_page_token"].as_str() {
+            Some(t) => token = t.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, got);
+    // Every model when no name is given; bad paging is refused.
+    assert_eq!(tracker_get(&s, "models/audit", &[]).await.ok()["entries"].as_array().unwrap().len(), got.len() + 1);
+    tracker_get(&s, "models/audit", &[("max_results", "0")]).await.err(400, "INVALID_PARAMETER_VALUE");
+    tracker_get(&s, "models/audit", &[("page_token", "!!")]).await.err(400, "INVALID_PARAMETER_VALUE");
+    assert!(audit(&s, "nope").await.is_empty());
+}
+
+async fn audit_names_the_token_and_the_cli(backend: Backend) {
+    let Some(s) = common::start_with_auth(backend, tracker::auth::Auth::required()).await else { return };
+    let new = tracker::auth::generate_token();
+    s.store.insert_token(&new.token_id, "deployer", "write", &new.secret_hash).await.unwrap();
+    let auth = format!("Bearer {}", new.token);
+    let post = |path: &str, body: Value| s.send(s.client.post(s.url(path)).header("authorization", &auth).json(&body));
+    post("/api/2.0/mlflow/experiments/create", json!({"name": "e"})).await.ok();
+    post("/api/2.0/mlflow/registered-models/create", json!({"name": "m"})).await.ok();
+    post("/api/2.0/mlflow/model-versions/create", json!({"name": "m", "source": "s3://bucket/adapter"})).await.ok();
+    post("/api/2.0/mlflow/model-versions/create", json!({"name": "m", "source": "s3://bucket/adapter2"})).await.ok();
+    post("/api/tracker/models/promote", json!({"name": "m", "version": "1", "alias": "production", "reason": "go"})).await.ok();
+    // Without a token: refused before anything happens.
+    tracker_post(&s, "models/promote", json!({"name": "m", "version": "1", "alias": "x"})).await.err(401, "UNAUTHENTICATED");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracker"))
+        .args(["model", "promote", "m", "--version", "2", "--alias", "production", "--reason", "from the shell", "--backend-store-uri", &s.backend_store_uri()])
+        .env_remove("RUST_LOG")
+        .env("USER", "ops")
+        .output()
+        .expect("run tracker");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let got = s.send(s.client.get(s.url("/api/tracker/models/audit")).query(&[("name", "m")]).header("authorization", &auth)).await.ok();
+    let got: Vec<String> = got["entries"].as_array().unwrap().iter().map(summary).collect();
+    assert_eq!(got, ["promote production 1->2 by cli:ops (from the shell)", "promote production -->1 by deployer (go)"]);
+}
+
+both_backends!(
+    promotion_passes_or_is_refused_by_its_gate,
+    no_regression_gate,
+    cli_promotes_through_the_gate,
+    audit_log_records_alias_and_stage_changes,
+    audit_names_the_token_and_the_cli,
+);

@@ -80,6 +80,19 @@ impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
     }
 }
 
+/// Who makes a change, for the registry audit log: the token's name when authentication is on,
+/// `anonymous` otherwise.
+pub struct Actor(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let name = parts.extensions.get::<crate::auth::Principal>().map_or_else(|| "anonymous".to_owned(), |p| p.name.clone());
+        Ok(Actor(name))
+    }
+}
+
 /// Adds `next_page_token` to a search response when there is a next page.
 pub(crate) fn with_page_token(mut body: serde_json::Value, token: Option<String>) -> serde_json::Value {
     if let Some(t) = token {

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use super::mlflow::required;
 use super::registry::alias_name;
 use super::studies::Body;
+use super::{with_page_token, Actor};
 use crate::error::{Error, Result};
+use crate::store::audit::ChangeBy;
 use crate::store::promotion::Promotion;
 use crate::AppState;
 
@@ -23,6 +25,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/tracker/models/promote", post(promote))
         .route("/tracker/models/rules/set", post(set_rules))
         .route("/tracker/models/rules/get", get(get_rules))
+        .route("/tracker/models/audit", get(list_audit))
 }
 
 /// The fields of a GET query string decoded into `T`, with MLflow error bodies.
@@ -58,11 +61,11 @@ pub fn refusal_message(name: &str, version: &str, alias: &str, rule: &str, detai
     format!("Promotion of model '{name}' version {version} to alias '{alias}' refused by rule '{rule}': {detail}")
 }
 
-async fn promote(State(app): State<AppState>, Body(req): Body<PromoteRequest>) -> Result<Json<Value>> {
+async fn promote(State(app): State<AppState>, Actor(actor): Actor, Body(req): Body<PromoteRequest>) -> Result<Json<Value>> {
     let name = required(&req.name, "name")?;
     let version = required(&req.version, "version")?;
     let alias = alias_name(&req.alias)?;
-    match app.store.promote(name, version, alias).await? {
+    match app.store.promote(name, version, alias, &ChangeBy::new(actor, req.reason.as_deref())).await? {
         Promotion::Refused { failed, .. } => Err(Error::PreconditionFailed(refusal_message(name, version, alias, &failed.rule, &failed.detail))),
         Promotion::Promoted { model_version, previous_version, checks } => Ok(Json(json!({
             "model_version": model_version,
@@ -85,4 +88,32 @@ async fn get_rules(State(app): State<AppState>, req: Request) -> Result<Json<Val
     let name = required(&q.name, "name")?;
     let rules = app.store.get_promotion_rules(name).await?;
     Ok(Json(json!({ "name": name, "rules": rules })))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    name: Option<String>,
+    max_results: Option<String>,
+    page_token: Option<String>,
+}
+
+/// Most audit entries in one page, and the default.
+const MAX_AUDIT_PAGE: i64 = 1000;
+const DEFAULT_AUDIT_PAGE: i64 = 100;
+
+/// `GET /tracker/models/audit?name=&max_results=&page_token=`: newest first; every model's
+/// entries when `name` is absent.
+async fn list_audit(State(app): State<AppState>, req: Request) -> Result<Json<Value>> {
+    let q: AuditQuery = query(&req)?;
+    let max = match q.max_results.as_deref().filter(|m| !m.is_empty()) {
+        None => DEFAULT_AUDIT_PAGE,
+        Some(m) => m
+            .parse::<i64>()
+            .ok()
+            .filter(|m| (1..=MAX_AUDIT_PAGE).contains(m))
+            .ok_or_else(|| Error::InvalidParameter(format!("max_results must be between 1 and {MAX_AUDIT_PAGE}, got '{m}'")))?,
+    };
+    let name = q.name.as_deref().filter(|n| !n.is_empty());
+    let page = app.store.list_audit(name, max, q.page_token.as_deref()).await?;
+    Ok(Json(with_page_token(json!({ "entries": page.items }), page.next_page_token)))
 }

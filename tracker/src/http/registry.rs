@@ -7,9 +7,10 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::mlflow::{key_values, page_size, required, search_error, string_value, truncate_value, validate_key, MAX_TAG_VALUE_LENGTH};
-use super::{with_page_token, MlflowRequest};
+use super::{with_page_token, Actor, MlflowRequest};
 use crate::error::{Error, Result};
 use crate::search::{self, RegistryEntity};
+use crate::store::audit::ChangeBy;
 use crate::store::registry::{validate_version_source, NewModelVersion};
 use crate::AppState;
 
@@ -134,16 +135,16 @@ async fn delete_registered_model_tag(State(app): State<AppState>, MlflowRequest(
     Ok(Json(json!({})))
 }
 
-async fn set_registered_model_alias(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
+async fn set_registered_model_alias(State(app): State<AppState>, Actor(actor): Actor, MlflowRequest(req): MlflowRequest) -> JsonResult {
     let name = required(&req.name, "name")?;
     let alias = alias_name(&req.alias)?;
     let version = required(&req.version, "version")?;
-    app.store.set_registered_model_alias(name, alias, version).await?;
+    app.store.set_registered_model_alias(name, alias, version, &ChangeBy::new(actor, None)).await?;
     Ok(Json(json!({})))
 }
 
-async fn delete_registered_model_alias(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
-    app.store.delete_registered_model_alias(required(&req.name, "name")?, required(&req.alias, "alias")?).await?;
+async fn delete_registered_model_alias(State(app): State<AppState>, Actor(actor): Actor, MlflowRequest(req): MlflowRequest) -> JsonResult {
+    app.store.delete_registered_model_alias(required(&req.name, "name")?, required(&req.alias, "alias")?, &ChangeBy::new(actor, None)).await?;
     Ok(Json(json!({})))
 }
 
@@ -201,11 +202,11 @@ async fn search_model_versions(State(app): State<AppState>, MlflowRequest(req): 
     Ok(Json(with_page_token(json!({ "model_versions": page.items }), page.next_page_token)))
 }
 
-async fn transition_model_version_stage(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
+async fn transition_model_version_stage(State(app): State<AppState>, Actor(actor): Actor, MlflowRequest(req): MlflowRequest) -> JsonResult {
     let (name, version) = (required(&req.name, "name")?, required(&req.version, "version")?);
     let stage = required(&req.stage, "stage")?;
     let archive = req.archive_existing_versions.unwrap_or(false);
-    let mv = app.store.transition_model_version_stage(name, version, stage, archive).await?;
+    let mv = app.store.transition_model_version_stage(name, version, stage, archive, &ChangeBy::new(actor, None)).await?;
     Ok(Json(json!({ "model_version": mv })))
 }
 

@@ -11,6 +11,7 @@
 //! (`write`), so concurrent requests queue in the pool instead of failing with `SQLITE_BUSY`, while
 //! reads use a pool of several connections under WAL. On Postgres both pools are the same pool.
 
+pub mod audit;
 pub mod experiments;
 pub mod logged_models;
 pub mod promotion;

@@ -5,6 +5,7 @@
 use api::mlflow::ModelVersion;
 use sqlx::Row;
 
+use super::audit::{record, Action, Change, ChangeBy};
 use super::registry::{alias_holder, ensure_model, ensure_version, parse_version, put_alias};
 use super::{now_ms, Dialect, Error, Result, Store};
 use crate::promotion::{judge_no_regression, judge_threshold, parse_rules, Check, Field, Rule};
@@ -63,7 +64,7 @@ impl Store {
     }
 
     /// Checks the model's rules against `version` and, when all pass, points `alias` at it.
-    pub async fn promote(&self, name: &str, version: &str, alias: &str) -> Result<Promotion> {
+    pub async fn promote(&self, name: &str, version: &str, alias: &str, by: &ChangeBy) -> Result<Promotion> {
         let number = parse_version(name, version)?;
         let mut tx = self.write.begin().await?;
         if self.dialect == Dialect::Postgres {
@@ -113,6 +114,7 @@ impl Store {
             }
         }
         put_alias(&mut tx, name, alias, number).await?;
+        record(&mut tx, name, Action::Promote, Change { alias, from_version: holder, to_version: Some(number), ..Default::default() }, by).await?;
         tx.commit().await?;
         let model_version = Box::new(self.get_model_version(name, version).await?);
         Ok(Promotion::Promoted { model_version, previous_version: holder, checks })

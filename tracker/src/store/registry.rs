@@ -10,6 +10,7 @@ use api::mlflow::{ModelVersion, RegisteredModel, RegisteredModelAlias, Tag};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::audit::{record, Action, Change, ChangeBy};
 use super::search_sql::{bind_all, registry_filter_sql, registry_order_sql};
 use super::{decode_offset_token, is_unique_violation, next_offset_token, now_ms, Error, Result, Store};
 use crate::search::{RegistryClause, RegistryEntity, RegistryOrder};
@@ -318,11 +319,16 @@ impl Store {
 
     /// Moves a version to a legacy stage; with `archive_existing`, the other versions in a
     /// Staging or Production target stage move to Archived in the same transaction.
-    pub async fn transition_model_version_stage(&self, name: &str, version: &str, stage: &str, archive_existing: bool) -> Result<ModelVersion> {
+    pub async fn transition_model_version_stage(&self, name: &str, version: &str, stage: &str, archive_existing: bool, by: &ChangeBy) -> Result<ModelVersion> {
         let number = parse_version(name, version)?;
         let stage = canonical_stage(stage)?;
         let now = now_ms();
         let mut tx = self.write.begin().await?;
+        let before = sqlx::query("select current_stage from model_version where name = $1 and version = $2").bind(name).bind(number).fetch_optional(&mut *tx).await?;
+        let from_stage: String = match before {
+            Some(row) => row.try_get(0)?,
+            None => return Err(version_not_found(name, version)),
+        };
         let done = sqlx::query("update model_version set current_stage = $1, last_updated_timestamp = $2 where name = $3 and version = $4")
             .bind(stage)
             .bind(now)
@@ -333,7 +339,18 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(version_not_found(name, version));
         }
+        record(&mut tx, name, Action::TransitionStage, Change { version: number, from_stage: &from_stage, to_stage: stage, ..Default::default() }, by).await?;
         if archive_existing && matches!(stage, "Staging" | "Production") {
+            let archived = sqlx::query("select version from model_version where name = $1 and current_stage = $2 and version <> $3 order by version")
+                .bind(name)
+                .bind(stage)
+                .bind(number)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in archived {
+                let other: i64 = row.try_get(0)?;
+                record(&mut tx, name, Action::ArchiveExisting, Change { version: other, from_stage: stage, to_stage: "Archived", ..Default::default() }, by).await?;
+            }
             sqlx::query("update model_version set current_stage = 'Archived', last_updated_timestamp = $1 where name = $2 and current_stage = $3 and version <> $4")
                 .bind(now)
                 .bind(name)
@@ -407,20 +424,26 @@ impl Store {
     }
 
     /// Points `alias` at a version, moving it if it pointed elsewhere.
-    pub async fn set_registered_model_alias(&self, name: &str, alias: &str, version: &str) -> Result<()> {
+    pub async fn set_registered_model_alias(&self, name: &str, alias: &str, version: &str, by: &ChangeBy) -> Result<()> {
         let number = parse_version(name, version)?;
         let mut tx = self.write.begin().await?;
         ensure_version(&mut tx, name, number, version).await?;
+        let holder = alias_holder(&mut tx, name, alias).await?;
         put_alias(&mut tx, name, alias, number).await?;
+        record(&mut tx, name, Action::SetAlias, Change { alias, from_version: holder, to_version: Some(number), ..Default::default() }, by).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Removes an alias; the model must exist, a missing alias is not an error (as in MLflow).
-    pub async fn delete_registered_model_alias(&self, name: &str, alias: &str) -> Result<()> {
+    pub async fn delete_registered_model_alias(&self, name: &str, alias: &str, by: &ChangeBy) -> Result<()> {
         let mut tx = self.write.begin().await?;
         ensure_model(&mut tx, name).await?;
+        let holder = alias_holder(&mut tx, name, alias).await?;
         sqlx::query("delete from registered_model_alias where name = $1 and alias = $2").bind(name).bind(alias).execute(&mut *tx).await?;
+        if holder.is_some() {
+            record(&mut tx, name, Action::DeleteAlias, Change { alias, from_version: holder, to_version: None, ..Default::default() }, by).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
