@@ -21,6 +21,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Lease lifetime of worker agents.
     pub lease_timing: LeaseTiming,
+    /// Wakes the webhook delivery task.
+    pub webhooks: crate::webhooks::Dispatcher,
 }
 
 /// Cheap-to-clone handle that handlers take as `State(app): State<AppState>`.
@@ -42,6 +44,9 @@ impl AppState {
 
     /// Wraps the components, with leases of the given lifetime.
     pub fn with_lease_timing(store: Store, artifacts: Artifacts, auth: Auth, lease_timing: LeaseTiming) -> Self {
-        AppState(Arc::new(App { store, artifacts, auth, metrics: Metrics::default(), lease_timing }))
+        let app = Arc::new(App { store, artifacts, auth, metrics: Metrics::default(), lease_timing, webhooks: Default::default() });
+        // Runs until this state is dropped.
+        crate::webhooks::Dispatcher::start(&app);
+        AppState(app)
     }
 }

@@ -141,7 +141,8 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         return None;
     }
     let path = path.strip_prefix("/api").or_else(|| path.strip_prefix("/ajax-api")).unwrap_or(path);
-    if path.starts_with("/tracker/tokens") {
+    // Webhooks hold signing secrets and make the server send requests: admin only.
+    if path.starts_with("/tracker/tokens") || path.starts_with("/tracker/webhooks") {
         return Some(Scope::Admin);
     }
     if method == Method::GET || method == Method::HEAD || path.ends_with("/search") || path.ends_with("/get-latest-versions") {
@@ -267,6 +268,9 @@ mod tests {
         assert_eq!(required_scope(&post, "/api/2.0/mlflow/experiments/create"), Some(Scope::Write));
         assert_eq!(required_scope(&post, "/api/2.0/mlflow/registered-models/alias"), Some(Scope::Write));
         assert_eq!(required_scope(&get, "/api/tracker/tokens"), Some(Scope::Admin));
+        assert_eq!(required_scope(&get, "/api/tracker/webhooks/list"), Some(Scope::Admin));
+        assert_eq!(required_scope(&post, "/api/tracker/models/promote"), Some(Scope::Write));
+        assert_eq!(required_scope(&get, "/api/tracker/models/audit"), Some(Scope::Read));
     }
 
     #[test]

@@ -256,7 +256,141 @@ async fn audit_names_the_token_and_the_cli(backend: Backend) {
     assert_eq!(got, ["promote production 1->2 by cli:ops (from the shell)", "promote production -->1 by deployer (go)"]);
 }
 
+/// What a test receiver got: headers and body of each request, in order.
+#[derive(Clone, Default)]
+struct Receiver {
+    hits: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>>,
+}
+
+/// A webhook receiver on 127.0.0.1:0 that answers 500 to its first request and 200 after.
+async fn start_receiver() -> (String, Receiver) {
+    use axum::http::StatusCode;
+    async fn hook(axum::extract::State(r): axum::extract::State<Receiver>, headers: axum::http::HeaderMap, body: bytes::Bytes) -> StatusCode {
+        let mut hits = r.hits.lock().unwrap();
+        hits.push((headers, body));
+        if hits.len() == 1 {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::OK
+        }
+    }
+    let receiver = Receiver::default();
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, receiver)
+}
+
+fn hmac_hex(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Polls the deliveries of a webhook until `done` holds (10 s at most).
+async fn deliveries_until(s: &TestServer, id: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..100 {
+        let list = tracker_get(s, "webhooks/deliveries", &[("id", id)]).await.ok()["deliveries"].as_array().unwrap().clone();
+        if done(&list) {
+            return list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("deliveries of {id} never reached the expected state: {}", tracker_get(s, "webhooks/deliveries", &[("id", id)]).await.text);
+}
+
+async fn webhook_is_signed_and_retried(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    let (url, receiver) = start_receiver().await;
+    let exp = s.create_experiment("hooks").await;
+    let r = run_with(&s, &exp, &[("acc", 0.9)], &[]).await;
+    model_with_versions(&s, "hooked", &[&r, &r]).await;
+    model_with_versions(&s, "quiet", &[&r]).await;
+
+    // Bad webhooks are refused.
+    for bad in ["ftp://127.0.0.1/hook", "not a url", "file:///etc/passwd", "http://"] {
+        tracker_post(&s, "webhooks/create", json!({"name": "hooked", "url": bad, "secret": "k"})).await.err(400, "INVALID_PARAMETER_VALUE");
+    }
+    tracker_post(&s, "webhooks/create", json!({"name": "hooked", "url": url})).await.err(400, "INVALID_PARAMETER_VALUE");
+    tracker_post(&s, "webhooks/create", json!({"name": "nope", "url": url, "secret": "k"})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+
+    let hook = tracker_post(&s, "webhooks/create", json!({"name": "hooked", "url": url, "secret": "s3cret"})).await.ok()["webhook"].clone();
+    let id = hook["id"].as_str().unwrap().to_owned();
+    assert_eq!(hook["name"], "hooked");
+    assert!(hook.get("secret").is_none(), "{hook}");
+    let listed = tracker_get(&s, "webhooks/list", &[]).await.ok();
+    assert_eq!(listed["webhooks"], json!([hook]));
+    assert!(!listed.to_string().contains("s3cret"));
+
+    // A change of another model reaches no one; the promotion answers at once.
+    s.post("registered-models/alias", json!({"name": "quiet", "alias": "production", "version": "1"})).await.ok();
+    tracker_post(&s, "models/promote", json!({"name": "hooked", "version": "2", "alias": "production", "reason": "ship it"})).await.ok();
+
+    // The first attempt gets 500, the retry 200; each attempt recorded.
+    let list = deliveries_until(&s, &id, |l| l.len() == 1 && l[0]["state"] == "delivered").await;
+    let attempts = list[0]["attempt_log"].as_array().unwrap();
+    assert_eq!(attempts.iter().map(|a| a["status_code"].as_i64().unwrap()).collect::<Vec<_>>(), [500, 200]);
+    assert!(attempts[1]["started_at"].as_i64().unwrap() >= attempts[0]["started_at"].as_i64().unwrap() + 900, "retried after a backoff: {attempts:?}");
+    assert_eq!(list[0]["event"], "promote");
+
+    let hits = receiver.hits.lock().unwrap().clone();
+    assert_eq!(hits.len(), 2);
+    for (headers, body) in &hits {
+        assert_eq!(headers["x-tracker-signature"].to_str().unwrap(), format!("sha256={}", hmac_hex("s3cret", body)));
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["x-tracker-event"], "promote");
+    }
+    assert_eq!(hits[0].1, hits[1].1, "a retry sends the same body");
+    let body: Value = serde_json::from_slice(&hits[0].1).unwrap();
+    assert_eq!(body["event"], "promote");
+    assert_eq!(body["model"], "hooked");
+    assert_eq!(body["model_uri"], "models:/hooked@production");
+    assert_eq!(body["change"]["to_version"], "2");
+    assert_eq!(body["change"]["from_version"], Value::Null);
+    assert_eq!(body["change"]["reason"], "ship it");
+    assert_eq!(body["change"]["actor"], "anonymous");
+
+    // Stage transitions and alias deletes are delivered too.
+    s.post("model-versions/transition-stage", json!({"name": "hooked", "version": "2", "stage": "Staging"})).await.ok();
+    let list = deliveries_until(&s, &id, |l| l.len() == 2 && l[0]["state"] == "delivered").await;
+    assert_eq!(list[0]["event"], "transition_stage");
+    assert_eq!(list[0]["payload"]["change"]["to_stage"], "Staging");
+    assert_eq!(receiver.hits.lock().unwrap().len(), 3);
+}
+
+async fn failing_receiver_never_blocks_a_promotion(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    // A port with nobody listening.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", dead.local_addr().unwrap());
+    drop(dead);
+    let exp = s.create_experiment("dead").await;
+    let r = run_with(&s, &exp, &[], &[]).await;
+    model_with_versions(&s, "m", &[&r]).await;
+    // A global webhook (no name) follows every model.
+    let id = tracker_post(&s, "webhooks/create", json!({"url": url, "secret": "k"})).await.ok()["webhook"]["id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    tracker_post(&s, "models/promote", json!({"name": "m", "version": "1", "alias": "production"})).await.ok();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(alias_version(&s, "m", "production").await.as_deref(), Some("1"));
+    let list = deliveries_until(&s, &id, |l| l.len() == 1 && l[0]["attempts"].as_i64().unwrap() >= 1).await;
+    assert_eq!(list[0]["state"], "pending", "retried later: {list:?}");
+    let attempt = &list[0]["attempt_log"][0];
+    assert!(attempt["status_code"].is_null() && attempt["error"].as_str().is_some_and(|e| !e.is_empty()), "{attempt}");
+    // Deleting the webhook cancels what is still pending.
+    tracker_post(&s, "webhooks/delete", json!({"id": id})).await.ok();
+    tracker_post(&s, "webhooks/delete", json!({"id": id})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    let list = tracker_get(&s, "webhooks/deliveries", &[("id", id.as_str())]).await.ok()["deliveries"].clone();
+    assert_eq!(list[0]["state"], "cancelled");
+    assert_eq!(tracker_get(&s, "webhooks/list", &[]).await.ok()["webhooks"], json!([]));
+    tracker_get(&s, "webhooks/deliveries", &[("id", "nope")]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+}
+
 both_backends!(
+    webhook_is_signed_and_retried,
+    failing_receiver_never_blocks_a_promotion,
     promotion_passes_or_is_refused_by_its_gate,
     no_regression_gate,
     cli_promotes_through_the_gate,

@@ -7,6 +7,7 @@ pub mod mlflow;
 pub mod promotion;
 pub mod registry;
 pub mod studies;
+pub mod webhooks;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::Method;
@@ -27,7 +28,7 @@ pub const MLFLOW_COMPAT_VERSION: &str = "3.17.2";
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router()).merge(admin::router()).merge(studies::router()).merge(promotion::router());
+    let api = Router::new().merge(mlflow::router()).merge(registry::router()).merge(artifacts::router()).merge(admin::router()).merge(studies::router()).merge(promotion::router()).merge(webhooks::router());
     Router::new()
         // The mlflow client uses /api; MLflow's own web UI uses the /ajax-api mirror.
         .nest("/api", api.clone())

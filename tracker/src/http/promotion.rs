@@ -67,12 +67,15 @@ async fn promote(State(app): State<AppState>, Actor(actor): Actor, Body(req): Bo
     let alias = alias_name(&req.alias)?;
     match app.store.promote(name, version, alias, &ChangeBy::new(actor, req.reason.as_deref())).await? {
         Promotion::Refused { failed, .. } => Err(Error::PreconditionFailed(refusal_message(name, version, alias, &failed.rule, &failed.detail))),
-        Promotion::Promoted { model_version, previous_version, checks } => Ok(Json(json!({
+        Promotion::Promoted { model_version, previous_version, checks } => {
+            app.webhooks.wake();
+            Ok(Json(json!({
             "model_version": model_version,
             "alias": alias,
             "previous_version": previous_version.map(|v| v.to_string()),
             "checks": checks,
-        }))),
+            })))
+        }
     }
 }
 

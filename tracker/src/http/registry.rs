@@ -140,11 +140,13 @@ async fn set_registered_model_alias(State(app): State<AppState>, Actor(actor): A
     let alias = alias_name(&req.alias)?;
     let version = required(&req.version, "version")?;
     app.store.set_registered_model_alias(name, alias, version, &ChangeBy::new(actor, None)).await?;
+    app.webhooks.wake();
     Ok(Json(json!({})))
 }
 
 async fn delete_registered_model_alias(State(app): State<AppState>, Actor(actor): Actor, MlflowRequest(req): MlflowRequest) -> JsonResult {
     app.store.delete_registered_model_alias(required(&req.name, "name")?, required(&req.alias, "alias")?, &ChangeBy::new(actor, None)).await?;
+    app.webhooks.wake();
     Ok(Json(json!({})))
 }
 
@@ -207,6 +209,7 @@ async fn transition_model_version_stage(State(app): State<AppState>, Actor(actor
     let stage = required(&req.stage, "stage")?;
     let archive = req.archive_existing_versions.unwrap_or(false);
     let mv = app.store.transition_model_version_stage(name, version, stage, archive, &ChangeBy::new(actor, None)).await?;
+    app.webhooks.wake();
     Ok(Json(json!({ "model_version": mv })))
 }
 

@@ -1,6 +1,7 @@
 //! The registry audit log: who changed which alias or stage, when, from which version to which,
 //! and why. Entries are written by the registry's changes in their own transactions (see
-//! [`record`]), so a change and its entry commit or fail together.
+//! [`record`]), so a change and its entry commit or fail together, and so do the webhook
+//! deliveries the entry triggers.
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -111,7 +112,7 @@ pub(crate) async fn record(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str
     .fetch_one(&mut **tx)
     .await?;
     let id: i64 = row.try_get(0)?;
-    Ok(AuditEntry {
+    let entry = AuditEntry {
         id,
         timestamp: now,
         actor: by.actor.clone(),
@@ -124,7 +125,9 @@ pub(crate) async fn record(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str
         from_stage: non_empty(change.from_stage),
         to_stage: non_empty(change.to_stage),
         reason: by.reason.clone(),
-    })
+    };
+    super::webhooks::enqueue(tx, &entry).await?;
+    Ok(entry)
 }
 
 fn non_empty(s: &str) -> Option<String> {

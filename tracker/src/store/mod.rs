@@ -18,6 +18,7 @@ pub mod promotion;
 pub mod registry;
 pub mod runs;
 pub mod tokens;
+pub mod webhooks;
 pub mod search_sql;
 pub mod studies;
 

@@ -154,7 +154,7 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias", "registered_model_promotion_rules"] {
+        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias", "registered_model_promotion_rules", "webhook"] {
             sqlx::query(&format!("update {table} set name = $1 where name = $2")).bind(new_name).bind(name).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -182,7 +182,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(model_not_found(name));
         }
-        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias", "registered_model_promotion_rules"] {
+        for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias", "registered_model_promotion_rules", "webhook"] {
             sqlx::query(&format!("delete from {table} where name = $1")).bind(name).execute(&mut *tx).await?;
         }
         tx.commit().await?;
