@@ -8,8 +8,9 @@
 //! * `params.<key> <op> <number>`: the param of the source run, read as a number;
 //! * `no_regression(metrics.<key>, lower|higher)`: the metric must not be worse than that of the
 //!   version now holding the alias, where `lower` (or `min`) means lower is better and `higher`
-//!   (or `max`) means higher is better. It passes when no version holds the alias yet, or the
-//!   holder's source run lacks the metric (there is nothing to regress against).
+//!   (or `max`) means higher is better. When no version holds the alias yet, or the holder's
+//!   source run lacks the metric, there is nothing to regress against and the version only needs
+//!   the metric.
 //!
 //! `<op>` is one of `>=`, `>`, `<=`, `<`, `==`, `!=`. A missing metric or param, a param that is
 //! not a number, and NaN fail every comparison.
@@ -146,7 +147,10 @@ pub fn judge_threshold(field: &Field, op: Op, bound: f64, found: Option<f64>) ->
 pub fn judge_no_regression(metric: &str, lower_is_better: bool, candidate: Option<f64>, holder: Option<(i64, Option<f64>)>) -> (bool, String) {
     match holder {
         None => (candidate.is_some_and(|v| !v.is_nan()), format!("no version holds the alias; metrics.{metric} is {}", show(candidate))),
-        Some((version, None)) => (true, format!("version {version} holding the alias has no metrics.{metric}; nothing to regress against")),
+        Some((version, None)) => (
+            candidate.is_some_and(|v| !v.is_nan()),
+            format!("version {version} holding the alias has no metrics.{metric}, nothing to regress against; metrics.{metric} is {}", show(candidate)),
+        ),
         Some((version, Some(base))) => {
             let passed = candidate.is_some_and(|v| if lower_is_better { v <= base } else { v >= base });
             (passed, format!("metrics.{metric} is {} against {base} of version {version}", show(candidate)))
@@ -189,5 +193,6 @@ mod tests {
         assert!(judge_no_regression("acc", false, Some(0.5), None).0);
         assert!(!judge_no_regression("acc", false, None, Some((1, Some(0.6)))).0);
         assert!(judge_no_regression("acc", false, Some(0.1), Some((1, None))).0);
+        assert!(!judge_no_regression("acc", false, None, Some((1, None))).0);
     }
 }

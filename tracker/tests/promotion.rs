@@ -358,6 +358,22 @@ async fn webhook_is_signed_and_retried(backend: Backend) {
     assert_eq!(list[0]["event"], "transition_stage");
     assert_eq!(list[0]["payload"]["change"]["to_stage"], "Staging");
     assert_eq!(receiver.hits.lock().unwrap().len(), 3);
+
+    // A promotion from the command line (another process) reaches the webhook through the
+    // server's outbox polling.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracker"))
+        .args(["model", "promote", "hooked", "--version", "1", "--alias", "production", "--backend-store-uri", &s.backend_store_uri()])
+        .env_remove("RUST_LOG")
+        .env("USER", "ops")
+        .output()
+        .expect("run tracker");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = deliveries_until(&s, &id, |l| l.len() == 3 && l[0]["state"] == "delivered").await;
+    assert_eq!(list[0]["payload"]["change"]["actor"], "cli:ops");
+    assert_eq!(list[0]["payload"]["change"]["from_version"], "2");
+    let hits = receiver.hits.lock().unwrap().clone();
+    assert_eq!(hits.len(), 4);
+    assert_eq!(hits[3].0["x-tracker-signature"].to_str().unwrap(), format!("sha256={}", hmac_hex("s3cret", &hits[3].1)));
 }
 
 async fn failing_receiver_never_blocks_a_promotion(backend: Backend) {
