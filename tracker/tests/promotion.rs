@@ -402,6 +402,15 @@ async fn failing_receiver_never_blocks_a_promotion(backend: Backend) {
     assert_eq!(list[0]["state"], "cancelled");
     assert_eq!(tracker_get(&s, "webhooks/list", &[]).await.ok()["webhooks"], json!([]));
     tracker_get(&s, "webhooks/deliveries", &[("id", "nope")]).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+
+    // Deleting a model deletes its webhooks and cancels their pending deliveries.
+    let id = tracker_post(&s, "webhooks/create", json!({"name": "m", "url": url, "secret": "k"})).await.ok()["webhook"]["id"].as_str().unwrap().to_owned();
+    s.post("model-versions/transition-stage", json!({"name": "m", "version": "1", "stage": "Staging"})).await.ok();
+    deliveries_until(&s, &id, |l| l.len() == 1 && l[0]["attempts"].as_i64().unwrap() >= 1).await;
+    s.send(s.client.delete(s.url("/api/2.0/mlflow/registered-models/delete")).json(&json!({"name": "m"}))).await.ok();
+    assert_eq!(tracker_get(&s, "webhooks/list", &[]).await.ok()["webhooks"], json!([]));
+    let list = tracker_get(&s, "webhooks/deliveries", &[("id", id.as_str())]).await.ok()["deliveries"].clone();
+    assert_eq!(list[0]["state"], "cancelled", "{list}");
 }
 
 both_backends!(

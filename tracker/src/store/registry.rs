@@ -182,6 +182,12 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(model_not_found(name));
         }
+        // The model's own webhooks go with it; what they had pending will never be sent.
+        sqlx::query("update webhook_delivery set state = 'cancelled', updated_at = $1 where state = 'pending' and webhook_id in (select id from webhook where name = $2)")
+            .bind(now_ms())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         for table in ["registered_model_tag", "model_version", "model_version_tag", "registered_model_alias", "registered_model_promotion_rules", "webhook"] {
             sqlx::query(&format!("delete from {table} where name = $1")).bind(name).execute(&mut *tx).await?;
         }
