@@ -61,24 +61,63 @@ impl<S: Send + Sync> FromRequest<S> for MlflowRequest {
         let value = if req.method() == Method::GET || req.method() == Method::HEAD {
             query_to_json(&query)
         } else {
-            let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
-                .collect()
-                .await
-                .map_err(|_| Error::InvalidParameter(format!("Request body exceeds the limit of {MAX_JSON_BODY} bytes")))?
-                .to_bytes();
+            let body = read_body(req).await?;
             if body.iter().all(u8::is_ascii_whitespace) {
                 // A DELETE may carry its fields in the query string instead of a body.
                 query_to_json(&query)
             } else {
-                serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| Error::BadRequest(format!("Malformed JSON in request body: {e}")))?
+                parse_json(&body)?
             }
         };
-        if !value.is_object() {
-            return Err(Error::BadRequest("The request body must be a JSON object".into()));
-        }
-        let parsed = serde_json::from_value(value).map_err(|e| Error::InvalidParameter(format!("Invalid value in request: {e}")))?;
-        Ok(MlflowRequest(parsed))
+        decode_object(value).map(MlflowRequest)
     }
+}
+
+/// A JSON body decoded into `T` (the tracker's own endpoints), with MLflow error bodies for
+/// malformed or mistyped input.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Error> {
+        let body = read_body(req).await?;
+        decode_object(parse_json(&body)?).map(Body)
+    }
+}
+
+/// The query string of a GET decoded into `T` (the tracker's own endpoints), with MLflow error
+/// bodies for mistyped input.
+pub struct QueryFields<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for QueryFields<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, Error> {
+        let value = query_to_json(parts.uri.query().unwrap_or(""));
+        serde_json::from_value(value).map(QueryFields).map_err(|e| Error::InvalidParameter(format!("Invalid value in request: {e}")))
+    }
+}
+
+/// The request body, up to [`MAX_JSON_BODY`] bytes.
+async fn read_body(req: Request) -> Result<bytes::Bytes, Error> {
+    Ok(http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
+        .collect()
+        .await
+        .map_err(|_| Error::InvalidParameter(format!("Request body exceeds the limit of {MAX_JSON_BODY} bytes")))?
+        .to_bytes())
+}
+
+fn parse_json(body: &[u8]) -> Result<serde_json::Value, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("Malformed JSON in request body: {e}")))
+}
+
+/// A JSON object decoded into `T`; anything but an object is a malformed request.
+fn decode_object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    if !value.is_object() {
+        return Err(Error::BadRequest("The request body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| Error::InvalidParameter(format!("Invalid value in request: {e}")))
 }
 
 /// Who makes a change, for the registry audit log: the token's name when authentication is on,

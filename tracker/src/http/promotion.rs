@@ -3,17 +3,15 @@
 //! promotion answers 412 `PRECONDITION_FAILED` naming the rule, and changes nothing. No SQL here;
 //! see `store::promotion`.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::mlflow::required;
 use super::registry::alias_name;
-use super::studies::Body;
-use super::{with_page_token, Actor};
+use super::{with_page_token, Actor, Body, QueryFields};
 use crate::error::{Error, Result};
 use crate::store::audit::ChangeBy;
 use crate::store::promotion::Promotion;
@@ -26,12 +24,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/tracker/models/rules/set", post(set_rules))
         .route("/tracker/models/rules/get", get(get_rules))
         .route("/tracker/models/audit", get(list_audit))
-}
-
-/// The fields of a GET query string decoded into `T`, with MLflow error bodies.
-pub(crate) fn query<T: DeserializeOwned>(req: &Request) -> Result<T> {
-    let value = super::query_to_json(req.uri().query().unwrap_or(""));
-    serde_json::from_value(value).map_err(|e| Error::InvalidParameter(format!("Invalid value in request: {e}")))
 }
 
 /// `POST /tracker/models/promote`.
@@ -86,8 +78,7 @@ async fn set_rules(State(app): State<AppState>, Body(req): Body<SetRulesRequest>
     Ok(Json(json!({ "name": name, "rules": rules })))
 }
 
-async fn get_rules(State(app): State<AppState>, req: Request) -> Result<Json<Value>> {
-    let q: NameQuery = query(&req)?;
+async fn get_rules(State(app): State<AppState>, QueryFields(q): QueryFields<NameQuery>) -> Result<Json<Value>> {
     let name = required(&q.name, "name")?;
     let rules = app.store.get_promotion_rules(name).await?;
     Ok(Json(json!({ "name": name, "rules": rules })))
@@ -106,8 +97,7 @@ const DEFAULT_AUDIT_PAGE: i64 = 100;
 
 /// `GET /tracker/models/audit?name=&max_results=&page_token=`: newest first; every model's
 /// entries when `name` is absent.
-async fn list_audit(State(app): State<AppState>, req: Request) -> Result<Json<Value>> {
-    let q: AuditQuery = query(&req)?;
+async fn list_audit(State(app): State<AppState>, QueryFields(q): QueryFields<AuditQuery>) -> Result<Json<Value>> {
     let max = match q.max_results.as_deref().filter(|m| !m.is_empty()) {
         None => DEFAULT_AUDIT_PAGE,
         Some(m) => m

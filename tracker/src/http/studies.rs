@@ -1,17 +1,15 @@
 //! Study administration and the worker lease protocol under `/api/tracker/...` (see
 //! `api::studies` for the bodies). No decisions here: `crate::studies` makes them.
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::BodyExt;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use api::studies::{CompleteRequest, FailRequest, HeartbeatRequest, LeaseRequest, RegisterWorker, ReleaseRequest, ReportRequest, StudySpec};
 
-use super::MAX_JSON_BODY;
+use super::{Body, QueryFields};
 use crate::error::{Error, Result};
 use crate::studies::Studies;
 use crate::AppState;
@@ -34,26 +32,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/tracker/workers/heartbeat", post(heartbeat))
         .route("/tracker/workers/list", get(list_workers))
         .route("/tracker/workers/resume", post(resume_worker))
-}
-
-/// A JSON body decoded into `T`, with MLflow error bodies for malformed or mistyped input.
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self> {
-        let bytes = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY)
-            .collect()
-            .await
-            .map_err(|_| Error::InvalidParameter(format!("Request body exceeds the limit of {MAX_JSON_BODY} bytes")))?
-            .to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| Error::BadRequest(format!("Malformed JSON in request body: {e}")))?;
-        if !value.is_object() {
-            return Err(Error::BadRequest("The request body must be a JSON object".into()));
-        }
-        serde_json::from_value(value).map(Body).map_err(|e| Error::InvalidParameter(format!("Invalid value in request: {e}")))
-    }
 }
 
 fn studies(app: &AppState) -> Studies<'_> {
@@ -83,7 +61,7 @@ fn name_of(q: ByName) -> Result<String> {
     q.name.filter(|n| !n.is_empty()).ok_or_else(|| Error::missing("name"))
 }
 
-async fn get_study(State(app): State<AppState>, Query(q): Query<ByName>) -> Result<Json<Value>> {
+async fn get_study(State(app): State<AppState>, QueryFields(q): QueryFields<ByName>) -> Result<Json<Value>> {
     let (study, trials) = studies(&app).get(&name_of(q)?).await?;
     Ok(Json(json!({ "study": study, "trials": trials })))
 }

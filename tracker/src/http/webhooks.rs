@@ -1,16 +1,14 @@
 //! Webhook management under `/api/tracker/webhooks/...` (admin scope): create, list, delete, and
 //! the deliveries of a webhook with every attempt. Delivery itself is `crate::webhooks`.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::mlflow::required;
-use super::promotion::query;
-use super::studies::Body;
-use super::Actor;
+use super::{Actor, Body, QueryFields};
 use crate::error::{Error, Result};
 use crate::AppState;
 
@@ -62,8 +60,7 @@ async fn create(State(app): State<AppState>, Actor(actor): Actor, Body(req): Bod
     Ok(Json(json!({ "webhook": hook })))
 }
 
-async fn list(State(app): State<AppState>, req: Request) -> Result<Json<Value>> {
-    let q: ByName = query(&req)?;
+async fn list(State(app): State<AppState>, QueryFields(q): QueryFields<ByName>) -> Result<Json<Value>> {
     let hooks = app.store.list_webhooks(q.name.as_deref().filter(|n| !n.is_empty())).await?;
     Ok(Json(json!({ "webhooks": hooks })))
 }
@@ -73,8 +70,7 @@ async fn delete(State(app): State<AppState>, Body(req): Body<ById>) -> Result<Js
     Ok(Json(json!({})))
 }
 
-async fn deliveries(State(app): State<AppState>, req: Request) -> Result<Json<Value>> {
-    let q: ById = query(&req)?;
+async fn deliveries(State(app): State<AppState>, QueryFields(q): QueryFields<ById>) -> Result<Json<Value>> {
     let id = required(&q.id, "id")?;
     let max = match q.max_results.as_deref().filter(|m| !m.is_empty()) {
         None => DEFAULT_DELIVERIES,
