@@ -10,5 +10,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod data;
+pub mod lm;
 
 pub use client::{metric, tag, ClientError, Credentials, RetryPolicy, RunStatus, StudyDetail, TrackerClient};

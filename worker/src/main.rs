@@ -14,7 +14,12 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
 use worker::agent::{Agent, AgentConfig};
+use worker::lm::generate::SamplingConfig;
+use worker::lm::trial::{KoreanLoraTrainer, TRAINER_NAME};
+
+mod lora_cli;
 use worker::TrackerClient;
 
 /// Leases trials of the tracker's studies and runs them.
@@ -32,6 +37,70 @@ struct Cli {
 enum Command {
     /// Run the agent (also what `worker` with no subcommand does).
     Run(AgentArgs),
+    /// Train one Korean LoRA job locally, without a tracker: metrics, checkpoints and the adapter
+    /// (PEFT format) go to the config's output folder.
+    Train(TrainArgs),
+    /// Print a completion of a prompt by a base model, with or without an adapter.
+    Generate(GenerateArgs),
+    /// Rebuild the built-in tiny Korean base (tokenizer and pretrained model) into a folder.
+    Base(BaseArgs),
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// The job: a TOML file (see worker/examples/lora.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue from this checkpoint folder (`<output>/checkpoints/step-N`).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Overrides the config's `output_dir`.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// `builtin` or a Hugging Face model folder.
+    #[arg(long, default_value = "builtin")]
+    base: String,
+    /// A LoRA adapter folder in PEFT format.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// The user's message (wrapped in the chat template unless `--raw`).
+    #[arg(long)]
+    prompt: String,
+    /// Continue the prompt as plain text instead of answering it as a chat message.
+    #[arg(long)]
+    raw: bool,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sample instead of greedy decoding.
+    #[arg(long)]
+    do_sample: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Sample from the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed of the sampling stream.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args, Debug)]
+struct BaseArgs {
+    /// Where to write the model folder.
+    #[arg(long, default_value = "worker/models/ko-tiny")]
+    out: PathBuf,
+    /// Pretraining steps (the recipe's default otherwise).
+    #[arg(long)]
+    steps: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +150,12 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Run(args)) => args,
         None => cli.agent,
+        Some(Command::Train(args)) => return lora_cli::train(args.config, args.resume, args.output_dir),
+        Some(Command::Generate(a)) => {
+            let sampling = SamplingConfig { max_new_tokens: a.max_new_tokens, do_sample: a.do_sample, temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+            return lora_cli::generate(&a.base, a.adapter.as_deref(), &a.prompt, a.raw, &sampling);
+        }
+        Some(Command::Base(args)) => return lora_cli::base(&args.out, args.steps),
     };
     // Multi-threaded on purpose: the exec trainer relies on runtime worker threads living as long
     // as the runtime (PR_SET_PDEATHSIG is tied to the thread that spawned the command).
@@ -107,7 +182,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         tracking_token: env("MLFLOW_TRACKING_TOKEN"),
     };
     tracing::info!(worker_id = %config.worker_id, tracker = %client.base_url(), study = ?config.study, work_dir = %config.work_dir.display(), "worker starting");
-    let agent = Agent::new(config, client)?;
+    let agent = Agent::new(config, client)?.with_trainer(TRAINER_NAME, Arc::new(KoreanLoraTrainer));
 
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

@@ -579,3 +579,57 @@ async fn tracker_restart_mid_study_is_ridden_out() {
     let lost: u32 = d.trials.iter().map(|t| t.lost).sum();
     eprintln!("tracker_restart_mid_study_is_ridden_out: {lost} attempts lost, {:?}", started.elapsed());
 }
+
+/// The built-in `korean-lora` trainer runs a study's trials: two workers, ASHA over the learning
+/// rate and rank, real LoRA training on the built-in base. Every trial ends complete or pruned,
+/// each report is the objective (`eval_loss`) logged at a milestone, and a completed trial's run
+/// holds its adapter in PEFT format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn korean_lora_trainer_runs_a_study() {
+    let mut h = Harness::new("e2e-korean-lora").await;
+    let spec = json!({
+        "name": h.study,
+        "objective": {"metric": "eval_loss", "direction": "minimize"},
+        "space": {"lr": {"type": "float", "low": 1e-3, "high": 2e-2, "log": true}, "rank": {"type": "categorical", "choices": [2, 4]}},
+        "sampler": "random",
+        "scheduler": {"kind": "asha", "min_resource": 2, "max_resource": 4, "reduction_factor": 2},
+        "max_trials": 3,
+        "seed": 5,
+        "run": {
+            "trainer": "korean-lora",
+            "config": {
+                "data": {"tasks": ["native"], "train_per_task": 64, "test_per_task": 4, "max_seq_len": 48},
+                "lora": {"rank": 4, "alpha": 8.0, "target_modules": ["q_proj", "v_proj"]},
+                "train": {"batch_size": 4, "warmup_steps": 1},
+            },
+        },
+    });
+    h.tracker.create_study(spec).await;
+    h.spawn_worker("lora0");
+    h.spawn_worker("lora1");
+    let d = h.wait_study("the korean-lora study to finish", Duration::from_secs(240), |d| d.study.status == "finished").await;
+    h.wait_workers_exit(&[], &d).await;
+    let mut completed = 0;
+    for t in &d.trials {
+        let history = h.client.metric_history(&t.run_id, "eval_loss").await.expect("eval_loss history");
+        let steps: Vec<i64> = history.iter().map(|m| m.step).collect();
+        match t.state.as_str() {
+            "complete" => {
+                completed += 1;
+                if steps != [2, 4] || t.value != history.last().map(|m| m.value) {
+                    panic!("{}", h.failure(&format!("trial {}: eval_loss steps {steps:?}, value {:?}", t.number, t.value), Some(&d)));
+                }
+                let files = h.client.list_artifacts_recursive(&t.run_id, "adapter").await.expect("adapter artifacts");
+                let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+                if !(names.contains(&"adapter/adapter_config.json") && names.contains(&"adapter/adapter_model.safetensors")) {
+                    panic!("{}", h.failure(&format!("trial {}: adapter artifacts {names:?}", t.number), Some(&d)));
+                }
+            }
+            "pruned" if steps == [2] => {}
+            _ => panic!("{}", h.failure(&format!("trial {} ended {} with eval_loss steps {steps:?}", t.number, t.state), Some(&d))),
+        }
+    }
+    if completed == 0 {
+        panic!("{}", h.failure("no trial completed", Some(&d)));
+    }
+}
