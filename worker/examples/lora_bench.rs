@@ -51,10 +51,7 @@ struct Args {
     seed: u64,
 }
 
-#[cfg(not(feature = "cuda"))]
-type Train = worker::lm::CpuTrainBackend;
-#[cfg(feature = "cuda")]
-type Train = burn::backend::Autodiff<burn::backend::Cuda>;
+type Train = worker::lm::TrainBackend;
 
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

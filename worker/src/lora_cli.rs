@@ -12,7 +12,7 @@ use worker::lm::generate::{generate as generate_tokens, SamplingConfig};
 use worker::lm::peft::load_adapter;
 use worker::lm::tokenizer::TextTokenizer;
 use worker::lm::training::{load_base, train as run_training, Observer, TrainConfig};
-use worker::lm::{CpuBackend, CpuTrainBackend};
+use worker::lm::{Backend, TrainBackend};
 
 /// Draws the progress bar and prints each evaluation.
 struct ProgressObserver {
@@ -48,7 +48,7 @@ pub(crate) fn train(config: PathBuf, resume: Option<PathBuf>, output_dir: Option
         bar.println(format!("resuming from {}", dir.display()));
     }
     let mut observer = ProgressObserver { bar: bar.clone() };
-    let summary = run_training::<CpuTrainBackend>(&config, &Default::default(), resume.as_deref(), &mut observer)?;
+    let summary = run_training::<TrainBackend>(&config, &Default::default(), resume.as_deref(), &mut observer)?;
     bar.finish_and_clear();
     println!("trained {} steps: {} adapter parameters on a {}-parameter base, {:.0} tokens/s", summary.step, summary.adapter_params, summary.base_params, summary.tokens_per_s);
     for (key, value) in &summary.metrics {
@@ -62,7 +62,7 @@ pub(crate) fn train(config: PathBuf, resume: Option<PathBuf>, output_dir: Option
 /// `worker generate --base DIR --adapter DIR --prompt TEXT`.
 pub(crate) fn generate(base: &str, adapter: Option<&Path>, prompt: &str, raw: bool, sampling: &SamplingConfig) -> anyhow::Result<()> {
     let device = Default::default();
-    let (_, model, tokenizer) = load_base::<CpuBackend>(base, &device)?;
+    let (_, model, tokenizer) = load_base::<Backend>(base, &device)?;
     let model = match adapter {
         Some(dir) => load_adapter(dir, model).with_context(|| format!("adapter {}", dir.display()))?.1,
         None => model,
@@ -83,7 +83,7 @@ pub(crate) fn base(out: &Path, steps: Option<u64>) -> anyhow::Result<()> {
     }
     let bar = ProgressBar::new(recipe.steps);
     bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} pretraining steps {msg} (eta {eta})").expect("a valid template").progress_chars("=> "));
-    let loss = build_base::<CpuTrainBackend>(out, &recipe, &Default::default(), |step, loss| {
+    let loss = build_base::<TrainBackend>(out, &recipe, &Default::default(), |step, loss| {
         bar.set_position(step);
         bar.set_message(format!("loss {loss:.3}"));
     })?;

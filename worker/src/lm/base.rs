@@ -57,7 +57,7 @@ impl Default for BaseRecipe {
             },
             seq_len: 128,
             batch_size: 16,
-            steps: 1200,
+            steps: 240,
             learning_rate: 3e-3,
             seed: 7,
         }

@@ -20,3 +20,14 @@ pub mod trial;
 pub type CpuBackend = burn::backend::Flex;
 /// [`CpuBackend`] with autodiff, for training.
 pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
+
+/// The backend `worker train`, `worker generate` and the `korean-lora` trainer run on: CUDA
+/// (device 0) when built with `--features cuda`, the CPU otherwise.
+#[cfg(feature = "cuda")]
+pub type Backend = burn::backend::Cuda;
+/// The backend `worker train`, `worker generate` and the `korean-lora` trainer run on: CUDA
+/// (device 0) when built with `--features cuda`, the CPU otherwise.
+#[cfg(not(feature = "cuda"))]
+pub type Backend = CpuBackend;
+/// [`Backend`] with autodiff, for training.
+pub type TrainBackend = burn::backend::Autodiff<Backend>;

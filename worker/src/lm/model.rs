@@ -246,16 +246,21 @@ impl<B: Backend> LoraLinear<B> {
     /// # Shapes
     /// `x: [batch, seq, in]` -> `[batch, seq, out]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let mut y = x.clone().matmul(self.weight.val().unsqueeze());
+        let [batch, seq, d_in] = x.dims();
+        // One [batch·seq, in] × [in, out] product: a broadcast batched matmul would copy the
+        // weight once per sequence.
+        let x = x.reshape([batch * seq, d_in]);
+        let mut y = x.clone().matmul(self.weight.val());
         if let Some(bias) = &self.bias {
             y = y + bias.val().unsqueeze();
         }
         if let Some(lora) = &self.lora {
             let x = burn::nn::DropoutConfig::new(lora.dropout).init().forward(x);
-            let delta = x.matmul(lora.a.val().unsqueeze()).matmul(lora.b.val().unsqueeze());
+            let delta = x.matmul(lora.a.val()).matmul(lora.b.val());
             y = y + delta * lora.scale;
         }
-        y
+        let d_out = y.dims()[1];
+        y.reshape([batch, seq, d_out])
     }
 
     /// The weight with the adapter folded in (`W + scale·A·B`), for a merged model.
@@ -325,28 +330,35 @@ pub struct Attention<B: Backend> {
     pub kv_heads: usize,
 }
 
-/// HF's `rotate_half`: `[x1, x2] -> [-x2, x1]` over the last dimension.
-fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let half = x.dims()[3] / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(vec![x2.neg(), x1], 3)
+/// HF's `rotate_half` (`[x1, x2] -> [-x2, x1]` over the last dimension) as a `[d, d]` matrix,
+/// so that rotating is one contiguous matmul instead of strided slices and a concatenation.
+pub fn rotate_half_matrix(head_dim: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut m = vec![0.0; head_dim * head_dim];
+    for i in 0..half {
+        // out[i] = -x[i + half]; out[i + half] = x[i]  (out = x · M, so M[row = input, col = output]).
+        m[(i + half) * head_dim + i] = -1.0;
+        m[i * head_dim + i + half] = 1.0;
+    }
+    m
 }
 
 impl<B: Backend> Attention<B> {
     /// # Shapes
     /// `x: [batch, seq, hidden]`, `cos`/`sin: [seq, head_dim]` for the positions of `x` -> `[batch, seq, hidden]`
-    fn forward(&self, x: Tensor<B, 3>, cos: Tensor<B, 2>, sin: Tensor<B, 2>, cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>) -> Tensor<B, 3> {
+    fn forward(&self, x: Tensor<B, 3>, rope: &Rope<B>, cache: Option<&mut Option<(Tensor<B, 4>, Tensor<B, 4>)>>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let head_dim = hidden / self.heads;
-        let split = |t: Tensor<B, 3>, heads: usize| t.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2);
-        let q = split(self.q_proj.forward(x.clone()), self.heads);
-        let k = split(self.k_proj.forward(x.clone()), self.kv_heads);
-        let v = split(self.v_proj.forward(x), self.kv_heads);
-        let cos: Tensor<B, 4> = cos.unsqueeze();
-        let sin: Tensor<B, 4> = sin.unsqueeze();
-        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
-        let k = k.clone() * cos + rotate_half(k) * sin;
+        // Rotary embeddings are applied in the contiguous [batch, seq, heads, head_dim] layout;
+        // elementwise ops on the transposed layout take burn-flex's slow strided path.
+        let rotate = |t: Tensor<B, 3>, heads: usize| {
+            let t = t.reshape([batch, seq, heads, head_dim]);
+            let rotated = t.clone().reshape([batch * seq * heads, head_dim]).matmul(rope.rotate.clone()).reshape([batch, seq, heads, head_dim]);
+            (t * rope.cos.clone() + rotated * rope.sin.clone()).swap_dims(1, 2)
+        };
+        let q = rotate(self.q_proj.forward(x.clone()), self.heads);
+        let k = rotate(self.k_proj.forward(x.clone()), self.kv_heads);
+        let v = self.v_proj.forward(x).reshape([batch, seq, self.kv_heads, head_dim]).swap_dims(1, 2);
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
@@ -374,6 +386,14 @@ impl<B: Backend> Attention<B> {
         let out = attention(q, expand(k), expand(v), None, None, options);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([batch, seq, hidden]))
     }
+}
+
+/// The rotary tables for the positions of one forward pass, shaped to broadcast over
+/// `[batch, seq, heads, head_dim]`.
+struct Rope<B: Backend> {
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+    rotate: Tensor<B, 2>,
 }
 
 /// SwiGLU: `down(silu(gate(x)) * up(x))`.
@@ -415,6 +435,8 @@ pub struct CausalLm<B: Backend> {
     pub rope_cos: Tensor<B, 2>,
     /// Rotary sines, `[max_positions, head_dim]`.
     pub rope_sin: Tensor<B, 2>,
+    /// [`rotate_half_matrix`], `[head_dim, head_dim]`.
+    pub rope_rotate: Tensor<B, 2>,
 }
 
 /// HF's rotary tables: `inv_freq[i] = theta^(-2i/d)`, angles `pos·inv_freq` repeated twice.
@@ -491,6 +513,7 @@ impl<B: Backend> CausalLm<B> {
             lm_head,
             rope_cos: Tensor::from_data(TensorData::new(cos, positions), device),
             rope_sin: Tensor::from_data(TensorData::new(sin, positions), device),
+            rope_rotate: Tensor::from_data(TensorData::new(rotate_half_matrix(config.head_dim()), [config.head_dim(), config.head_dim()]), device),
         })
     }
 
@@ -521,12 +544,16 @@ impl<B: Backend> CausalLm<B> {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let max = self.rope_cos.dims()[0];
         assert!(start + seq <= max, "sequence of {} positions exceeds the model's {max}", start + seq);
-        let cos = self.rope_cos.clone().narrow(0, start, seq);
-        let sin = self.rope_sin.clone().narrow(0, start, seq);
+        let head_dim = self.rope_cos.dims()[1];
+        let rope = Rope {
+            cos: self.rope_cos.clone().narrow(0, start, seq).reshape([1, seq, 1, head_dim]),
+            sin: self.rope_sin.clone().narrow(0, start, seq).reshape([1, seq, 1, head_dim]),
+            rotate: self.rope_rotate.clone(),
+        };
         let mut x = embedding(self.embed_tokens.val(), tokens);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().map(|c| &mut c.layers[i]);
-            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), cos.clone(), sin.clone(), slot);
+            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rope, slot);
             x = x + h;
             let m = &layer.mlp;
             let normed = layer.post_attention_layernorm.forward(x.clone());
@@ -542,10 +569,14 @@ impl<B: Backend> CausalLm<B> {
     /// `tokens: [batch, seq]` -> `[batch, seq, vocab]`
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
         let h = self.hidden(tokens, cache);
-        match &self.lm_head {
-            Some(head) => h.matmul(head.val().unsqueeze()),
-            None => h.matmul(self.embed_tokens.val().transpose().unsqueeze()),
-        }
+        let [batch, seq, hidden] = h.dims();
+        let h = h.reshape([batch * seq, hidden]);
+        let logits = match &self.lm_head {
+            Some(head) => h.matmul(head.val()),
+            None => h.matmul(self.embed_tokens.val().transpose()),
+        };
+        let vocab = logits.dims()[1];
+        logits.reshape([batch, seq, vocab])
     }
 
     /// Mean cross-entropy of next-token prediction over the positions whose `weights` are 1.

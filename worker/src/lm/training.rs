@@ -574,6 +574,7 @@ pub fn train<AB: AutodiffBackend>(config: &TrainConfig, device: &AB::Device, res
             break;
         }
         // The dropout stream of this step depends on (seed, step) only, so resume replays it.
+        // (burn's CPU backend keeps one generator per process: one job trains at a time.)
         AB::seed(device, t.seed.wrapping_mul(1_000_003).wrapping_add(step));
         let mut grads = BTreeMap::new();
         let mut step_loss = 0.0;

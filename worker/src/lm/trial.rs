@@ -15,7 +15,7 @@ use std::path::Path;
 use tokio_util::sync::CancellationToken;
 
 use super::training::{train, Observer, TrainConfig};
-use super::CpuTrainBackend;
+use super::TrainBackend;
 use crate::agent::{Decision, Reporter, TrainOutcome, Trainer, TrialContext, TrialReport};
 use crate::TrackerClient;
 
@@ -89,7 +89,7 @@ impl Trainer for KoreanLoraTrainer {
         let result = tokio::task::spawn_blocking(move || {
             let mut observer = TrialObserver { reporter, cancel: token, objective: &objective, last_reported, error: None };
             let device = Default::default();
-            let summary = train::<CpuTrainBackend>(&job, &device, resume.as_deref(), &mut observer);
+            let summary = train::<TrainBackend>(&job, &device, resume.as_deref(), &mut observer);
             (summary, observer.error)
         })
         .await?;
