@@ -31,7 +31,8 @@ impl Observer for ProgressObserver {
             .filter(|(k, _)| !k.ends_with("_ci_low") && !k.ends_with("_ci_high") && !k.starts_with("baseline_"))
             .map(|(k, v)| format!("{k}={v:.4}"))
             .collect();
-        self.bar.println(format!("step {step}: {} (checkpoint {})", shown.join(" "), checkpoint.display()));
+        // `suspend` rather than `println`: a hidden bar (output not a terminal) would drop the line.
+        self.bar.suspend(|| println!("step {step}: {} (checkpoint {})", shown.join(" "), checkpoint.display()));
         true
     }
 }
@@ -45,7 +46,7 @@ pub(crate) fn train(config: PathBuf, resume: Option<PathBuf>, output_dir: Option
     let bar = ProgressBar::new(config.train.max_steps);
     bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg} (eta {eta})").expect("a valid template").progress_chars("=> "));
     if let Some(dir) = &resume {
-        bar.println(format!("resuming from {}", dir.display()));
+        println!("resuming from {}", dir.display());
     }
     let mut observer = ProgressObserver { bar: bar.clone() };
     let summary = run_training::<TrainBackend>(&config, &Default::default(), resume.as_deref(), &mut observer)?;
