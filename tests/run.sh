@@ -45,7 +45,8 @@ else
     else
         step "cargo test --workspace (SQLite only: TEST_POSTGRES_URL is unset)"
     fi
-    cargo test --workspace || failed "cargo test --workspace"
+    # --no-fail-fast: a failing test binary does not hide the ones after it.
+    cargo test --workspace --no-fail-fast || failed "cargo test --workspace"
 fi
 
 TRACKER_BIN="$TARGET_DIR/debug/tracker"

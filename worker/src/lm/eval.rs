@@ -26,11 +26,14 @@ pub fn wilson_interval(correct: usize, n: usize) -> (f64, f64) {
         return (0.0, 1.0);
     }
     let z = 1.959_963_984_540_054_f64;
-    let (n, p) = (n as f64, correct as f64 / n as f64);
-    let denom = 1.0 + z * z / n;
-    let center = (p + z * z / (2.0 * n)) / denom;
-    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    ((center - half).max(0.0), (center + half).min(1.0))
+    let (trials, p) = (n as f64, correct as f64 / n as f64);
+    let denom = 1.0 + z * z / trials;
+    let center = (p + z * z / (2.0 * trials)) / denom;
+    let half = z * (p * (1.0 - p) / trials + z * z / (4.0 * trials * trials)).sqrt() / denom;
+    // At 0 or n successes the bound is exactly 0 or 1; the formula leaves rounding dust there.
+    let low = if correct == 0 { 0.0 } else { (center - half).max(0.0) };
+    let high = if correct == n { 1.0 } else { (center + half).min(1.0) };
+    (low, high)
 }
 
 /// Token-weighted mean loss over `sequences`.
@@ -101,5 +104,8 @@ mod tests {
         let (low, high) = wilson_interval(0, 50);
         assert_eq!(low, 0.0);
         assert!((high - 0.07135).abs() < 1e-4, "{high}");
+        let (low, high) = wilson_interval(50, 50);
+        assert!((low - 0.92865).abs() < 1e-4, "{low}");
+        assert_eq!(high, 1.0);
     }
 }

@@ -465,7 +465,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 struct CheckpointState {
     step: u64,
     optimizer_steps: u64,
-    /// The config the run was started with (its output folder aside); a resume must match it.
+    /// The config the run was started with (output folder, evaluation period and length aside);
+    /// a resume must match it.
     config: serde_json::Value,
 }
 
@@ -473,6 +474,8 @@ fn fingerprint(config: &TrainConfig) -> serde_json::Value {
     let mut c = config.clone();
     c.output_dir = PathBuf::new();
     c.train.eval_every = 0;
+    // A trial promoted past a rung resumes with a larger `max_steps` (ASHA's promotion form).
+    c.train.max_steps = 0;
     serde_json::to_value(c).expect("config json")
 }
 
@@ -616,7 +619,8 @@ pub fn train<AB: AutodiffBackend>(config: &TrainConfig, device: &AB::Device, res
             }
         }
     }
-    if evaluated_at != Some(step) && step > 0 {
+    // A run stopped from outside (pruned, cancelled) ends at once: no extra evaluation.
+    if finished && evaluated_at != Some(step) && step > 0 {
         metrics = evaluate(&model.valid(), &tokenizer, &data.eval, t.batch_size);
     }
     let tokens_per_s = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);

@@ -6,8 +6,8 @@
 //! milestones are optimizer steps. At each milestone the trainer evaluates, checkpoints, and
 //! reports the study's objective metric (for example `eval_exact_match` or `eval_loss`); a
 //! `stop` or `pause` ends training at once. A resumed attempt continues from the checkpoint the
-//! tracker hands over, at the exact step and data position. The final adapter is uploaded to the
-//! run's `adapter/` artifacts in PEFT format.
+//! tracker hands over, at the exact step and data position. The last step's adapter is uploaded
+//! to the run's `adapter/` artifacts in PEFT format before its report.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,7 +50,22 @@ struct TrialObserver<'a> {
     cancel: CancellationToken,
     objective: &'a str,
     last_reported: u64,
+    /// The last step: its adapter goes to the run's `adapter/` before the final report, since
+    /// the tracker may end the trial (complete) in its answer to that report.
+    final_step: u64,
+    client: TrackerClient,
+    run_id: String,
     error: Option<String>,
+}
+
+impl TrialObserver<'_> {
+    fn upload_adapter(&self, checkpoint: &Path) -> Result<(), String> {
+        let handle = tokio::runtime::Handle::current();
+        for file in [super::peft::CONFIG_FILE, super::peft::WEIGHTS_FILE] {
+            handle.block_on(self.client.upload_artifact(&self.run_id, &checkpoint.join(file), &format!("adapter/{file}"))).map_err(|e| format!("uploading the adapter: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl Observer for TrialObserver<'_> {
@@ -59,13 +74,21 @@ impl Observer for TrialObserver<'_> {
     }
 
     fn on_eval(&mut self, step: u64, metrics: &BTreeMap<String, f64>, checkpoint: &Path) -> bool {
-        let Some(&value) = metrics.get(self.objective) else {
+        let mut metrics = metrics.clone();
+        // The objective reaches the run as the report's value; logging it again would double it.
+        let Some(value) = metrics.remove(self.objective) else {
             let known: Vec<&String> = metrics.keys().collect();
             self.error = Some(format!("the objective metric `{}` is not one the korean-lora trainer logs ({known:?})", self.objective));
             return false;
         };
+        if step >= self.final_step {
+            if let Err(e) = self.upload_adapter(checkpoint) {
+                self.error = Some(e);
+                return false;
+            }
+        }
         self.last_reported = step;
-        let report = TrialReport { step, value, checkpoint: Some(checkpoint.to_owned()), metrics: metrics.clone() };
+        let report = TrialReport { step, value, checkpoint: Some(checkpoint.to_owned()), metrics };
         matches!(self.reporter.report_blocking(report), Decision::Continue { .. })
     }
 
@@ -84,32 +107,27 @@ impl Trainer for KoreanLoraTrainer {
         let objective = ctx.assignment.objective.metric.clone();
         let resume = ctx.resume_dir.clone();
         let last_reported = ctx.assignment.last_step.unwrap_or(0);
+        let client = TrackerClient::new(&ctx.tracking_uri)?;
+        let client = match &ctx.tracking_token {
+            Some(token) => client.with_token(token.clone()),
+            None => client,
+        };
+        let run_id = ctx.assignment.run_id.clone();
         let token = cancel.clone();
-        let job = config.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut observer = TrialObserver { reporter, cancel: token, objective: &objective, last_reported, error: None };
+            let final_step = config.train.max_steps;
+            let mut observer = TrialObserver { reporter, cancel: token, objective: &objective, last_reported, final_step, client, run_id, error: None };
             let device = Default::default();
-            let summary = train::<TrainBackend>(&job, &device, resume.as_deref(), &mut observer);
+            let summary = train::<TrainBackend>(&config, &device, resume.as_deref(), &mut observer);
             (summary, observer.error)
         })
         .await?;
-        match result {
-            (_, Some(error)) => Ok(TrainOutcome::Failed(error)),
-            (Err(e), None) => Ok(TrainOutcome::Failed(e.to_string())),
-            (Ok(_), None) if cancel.is_cancelled() => Ok(TrainOutcome::Cancelled),
-            (Ok(summary), None) => {
-                if !summary.finished {
-                    return Ok(TrainOutcome::Cancelled);
-                }
-                let client = TrackerClient::new(&ctx.tracking_uri)?;
-                let client = match &ctx.tracking_token {
-                    Some(token) => client.with_token(token.clone()),
-                    None => client,
-                };
-                client.upload_artifact_tree(&ctx.assignment.run_id, &config.output_dir.join("adapter"), "adapter").await?;
-                client.upload_artifact(&ctx.assignment.run_id, &config.output_dir.join("metrics.json"), "metrics.json").await?;
-                Ok(TrainOutcome::Succeeded)
-            }
-        }
+        Ok(match result {
+            (_, Some(error)) => TrainOutcome::Failed(error),
+            (Err(e), None) => TrainOutcome::Failed(e.to_string()),
+            // Ended by the tracker (pruned, paused, completed at the last report) or the worker.
+            (Ok(summary), None) if cancel.is_cancelled() || !summary.finished => TrainOutcome::Cancelled,
+            (Ok(_), None) => TrainOutcome::Succeeded,
+        })
     }
 }
