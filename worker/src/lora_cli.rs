@@ -71,6 +71,8 @@ pub(crate) fn generate(base: &str, adapter: Option<&Path>, prompt: &str, raw: bo
     let text = if raw { prompt.to_owned() } else { TextTokenizer::chat_prompt(&[Message { role: Role::User, content: prompt.to_owned() }]) };
     let ids = tokenizer.encode(&text);
     anyhow::ensure!(!ids.is_empty(), "the prompt is empty");
+    let max_positions = model.rope_cos.dims()[0];
+    anyhow::ensure!(ids.len() < max_positions, "the prompt is {} tokens; the model reads at most {max_positions}", ids.len());
     let out = generate_tokens(&model, &ids, &[tokenizer.im_end, tokenizer.end_of_text], sampling);
     println!("{}", tokenizer.decode(&out));
     Ok(())

@@ -231,6 +231,10 @@ fn bad_configs_are_refused_with_the_field_named() {
     assert!(write("[lora]\nrank = 0\nalpha = 1.0\ntarget_modules = [\"q_proj\"]\n").contains("`lora.rank`"));
     assert!(write("[lora]\nrank = 4\nalpha = 8.0\ntarget_modules = [\"qproj\"]\n").contains("qproj"));
     assert!(write("[train]\nwarmup_steps = 10\nmax_steps = 5\n").contains("`train.warmup_steps`"));
+    let mut too_long = tiny_job(&dir.path().join("out"), 4);
+    too_long.data.max_seq_len = 100_000;
+    let err = train::<CpuTrainBackend>(&too_long, &Default::default(), None, &mut Silent).unwrap_err().to_string();
+    assert!(err.contains("`data.max_seq_len`"), "{err}");
 
     let params: serde_json::Map<String, Value> = serde_json::from_str(r#"{"lr": 0.01, "rank": 8, "alpha": 16, "dropout": 0.05, "warmup_steps": 5}"#).unwrap();
     let config = TrainConfig::from_toml_file(&{

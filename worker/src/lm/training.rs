@@ -552,6 +552,9 @@ pub fn train<AB: AutodiffBackend>(config: &TrainConfig, device: &AB::Device, res
     config.validate()?;
     let t = &config.train;
     let (model_config, base_model, tokenizer) = load_base::<AB>(&config.base, device)?;
+    if config.data.max_seq_len > model_config.max_position_embeddings {
+        return Err(ConfigError::Invalid(format!("`data.max_seq_len` {} exceeds the base model's `max_position_embeddings` {}", config.data.max_seq_len, model_config.max_position_embeddings)).into());
+    }
     let data = prepare_data(config, &tokenizer)?;
     if data.train.iter().any(|s| s.ids.iter().any(|&id| id as usize >= model_config.vocab_size)) {
         return Err(ConfigError::Invalid(format!("the tokenizer yields ids beyond the model's `vocab_size` {}", model_config.vocab_size)).into());
