@@ -78,8 +78,11 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// Tensors by name: f32 values and shape.
+pub(crate) type Tensors = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
+
 /// Every tensor of one safetensors file, as f32 with its HF shape.
-pub(crate) fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<f32>, Vec<usize>)>, HfError> {
+pub(crate) fn read_safetensors(path: &Path) -> Result<Tensors, HfError> {
     let bytes = read(path)?;
     let bad = |message: String| HfError::Safetensors { path: path.to_owned(), message };
     let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -92,7 +95,7 @@ pub(crate) fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<f32>
 }
 
 /// Writes f32 tensors (HF shapes) to a safetensors file, with `metadata` in its header.
-pub(crate) fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<f32>, Vec<usize>)>, metadata: Option<std::collections::HashMap<String, String>>) -> Result<(), HfError> {
+pub(crate) fn write_safetensors(path: &Path, tensors: &Tensors, metadata: Option<std::collections::HashMap<String, String>>) -> Result<(), HfError> {
     let bytes: BTreeMap<&String, (Vec<u8>, &Vec<usize>)> = tensors.iter().map(|(k, (data, shape))| (k, (data.iter().flat_map(|v| v.to_le_bytes()).collect(), shape))).collect();
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()

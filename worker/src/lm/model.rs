@@ -114,13 +114,13 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0 {
             return bad("`vocab_size`, `hidden_size`, `intermediate_size` and `num_hidden_layers` must be positive".into());
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return bad(format!("`hidden_size` {} must be a multiple of `num_attention_heads` {}", self.hidden_size, self.num_attention_heads));
         }
-        if self.num_key_value_heads == 0 || self.num_attention_heads % self.num_key_value_heads != 0 {
+        if self.num_key_value_heads == 0 || !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad(format!("`num_attention_heads` {} must be a multiple of `num_key_value_heads` {}", self.num_attention_heads, self.num_key_value_heads));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad(format!("the head size {} must be even for rotary embeddings", self.head_dim()));
         }
         Ok(())
