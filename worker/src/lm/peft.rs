@@ -20,7 +20,8 @@ pub const CONFIG_FILE: &str = "adapter_config.json";
 /// The weights file PEFT uses.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
-fn key(layer: usize, projection: &str, which: &str) -> String {
+/// The PEFT key of one adapter matrix (`which` is `A` or `B`).
+pub(crate) fn key(layer: usize, projection: &str, which: &str) -> String {
     format!("base_model.model.model.layers.{layer}.{}.{projection}.lora_{which}.weight", hf_group(projection))
 }
 

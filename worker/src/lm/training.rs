@@ -512,7 +512,7 @@ fn load_checkpoint<AB: AutodiffBackend>(dir: &Path, config: &TrainConfig, model:
     }
     for (layer, projection, lora) in model.adapters_mut() {
         for (which, param) in [("A", &mut lora.a), ("B", &mut lora.b)] {
-            let key = format!("base_model.model.model.layers.{layer}.{}.{projection}.lora_{which}.weight", super::model::hf_group(projection));
+            let key = peft::key(layer, projection, which);
             let (data, shape) = &adapter[&key];
             let value = Tensor::<AB, 2>::from_data(TensorData::new(hf::transpose(data, shape[0], shape[1]), [shape[1], shape[0]]), &device);
             set_trainable(param, value);
