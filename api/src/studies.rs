@@ -75,6 +75,31 @@ pub struct StudySpec {
     pub max_lost: u32,
     /// What a worker runs for each trial.
     pub run: RunSpec,
+    /// Register the best trial's artifacts (its adapter) as a new model version when the study
+    /// finishes; nothing is registered when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<RegisterSpec>,
+}
+
+/// Where a finished study registers its best trial.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterSpec {
+    /// The registered model; created when missing.
+    pub model: String,
+    /// The folder of the best trial's run artifacts that becomes the version's source
+    /// (`runs:/<run>/<artifact_path>`); the `korean-lora` trainer uploads its adapter as `adapter`.
+    #[serde(default = "default_register_artifact_path")]
+    pub artifact_path: String,
+    /// Promote the new version to this alias, through the model's promotion rules. A refused
+    /// promotion leaves the version registered but unaliased and says why in its
+    /// `tracker.promotion` tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+fn default_register_artifact_path() -> String {
+    "adapter".into()
 }
 
 fn default_sampler() -> String {
@@ -162,6 +187,24 @@ pub struct StudyInfo {
     /// The best complete trial so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best: Option<TrialInfo>,
+    /// The model version registered from the best trial when the study finished (see
+    /// [`StudySpec::register`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<RegisteredVersion>,
+}
+
+/// A model version that a study registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredVersion {
+    /// Registered model name.
+    pub model: String,
+    /// Version number.
+    pub version: String,
+    /// The trial it came from.
+    pub trial: u64,
+    /// What became of the promotion asked for by `register.alias` (empty when none was asked).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub promotion: String,
 }
 
 /// A trial as the tracker reports it.

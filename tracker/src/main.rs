@@ -217,6 +217,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("`--lease-ttl-s` must be at least 1 second, got {}", args.lease_ttl_s);
     }
     let timing = LeaseTiming { lease_ttl: std::time::Duration::from_secs_f64(args.lease_ttl_s) };
+    // A study that finished just before a crash may not have registered its best trial yet.
+    Studies::new(&store, timing).register_finished().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = tracker::router(AppState::with_lease_timing(store, artifacts, auth, timing));
     tracker::serve(listener, app, shutdown_signal()).await?;
     Ok(())
@@ -296,6 +298,10 @@ async fn study(cmd: StudyCommand) -> anyhow::Result<()> {
             let store = store.open().await?;
             let (s, trials) = Studies::new(&store, LeaseTiming::default()).get(&name).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("study {} ({}), experiment {}, objective {} ({})", s.name, s.status, s.experiment_id, s.spec.objective.metric, s.spec.objective.direction);
+            if let Some(r) = &s.registered {
+                let promotion = if r.promotion.is_empty() { String::new() } else { format!(": {}", r.promotion) };
+                println!("registered trial {} as model '{}' version {}{promotion}", r.trial, r.model, r.version);
+            }
             println!("{:>5} {:<9} {:>12} {:>6} {:>7}  {}", "TRIAL", "STATE", "VALUE", "STEP", "ATTEMPT", "PARAMS");
             for t in trials {
                 let value = t.value.map_or("-".to_owned(), |v| format!("{v:.6}"));

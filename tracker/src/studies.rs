@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use api::studies::{
     Assignment, Command, CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, Params,
-    RegisterWorker, RegisterWorkerResponse, ReleaseRequest, ReportRequest, ReportResponse, Resume, StudyInfo, StudySpec, TrialInfo,
+    RegisterSpec, RegisterWorker, RegisterWorkerResponse, RegisteredVersion, ReleaseRequest, ReportRequest, ReportResponse, Resume, StudyInfo, StudySpec, TrialInfo,
     WorkerInfo,
 };
 use serde_json::Value;
@@ -25,7 +25,15 @@ use tuner::{Decision, Direction, History, SamplerKind, Scheduler, SchedulerKind,
 
 use crate::error::{Error, Result};
 use crate::store::studies::{ReportRow, StudyRow, StudyTx, TrialRow, WorkerRow};
+use crate::store::audit::ChangeBy;
+use crate::store::promotion::Promotion;
+use crate::store::registry::NewModelVersion;
 use crate::store::{now_ms, Store};
+
+/// Tags of a model version registered by a study: the study, the trial, the promotion's outcome.
+const STUDY_TAG: &str = "tracker.study";
+const TRIAL_TAG: &str = "tracker.trial";
+const PROMOTION_TAG: &str = "tracker.promotion";
 
 /// How long leases live and how often workers beat.
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +157,9 @@ impl Plan {
                 return Err(field_error("run.env", format!("'{key}' is not a valid environment variable name")));
             }
         }
+        if let Some(register) = &spec.register {
+            check_register(register)?;
+        }
         Ok(Plan { spec, space, direction, sampler, scheduler, milestones })
     }
 
@@ -175,6 +186,21 @@ impl Plan {
         let spec: StudySpec = serde_json::from_str(&study.spec).map_err(|e| Error::Internal(anyhow::anyhow!("stored spec of {}: {e}", study.name)))?;
         Plan::compile(spec)
     }
+}
+
+/// The `register` section: a model name, an artifact folder inside the run, a valid alias.
+fn check_register(register: &RegisterSpec) -> Result<()> {
+    if register.model.trim().is_empty() || register.model.chars().any(char::is_control) {
+        return Err(field_error("register.model", "must name a registered model"));
+    }
+    let path = &register.artifact_path;
+    if path.is_empty() || path.starts_with('/') || path.contains('\\') || path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return Err(field_error("register.artifact_path", format!("'{path}' must be a relative folder of the run's artifacts, such as 'adapter'")));
+    }
+    if let Some(alias) = &register.alias {
+        crate::http::registry::alias_name(&Some(alias.clone())).map_err(|e| field_error("register.alias", e))?;
+    }
+    Ok(())
 }
 
 /// Study names become run names and URL path segments: keep them plain.
@@ -271,11 +297,11 @@ impl<'a> Studies<'a> {
         self.info(&spec.name).await
     }
 
-    /// A study with its trial counts and best trial.
+    /// A study with its trial counts, best trial and registered version.
     pub async fn info(&self, name: &str) -> Result<StudyInfo> {
         let study = self.store.get_study(name).await?;
         let trials = self.store.list_trials(name).await?;
-        study_info(&study, &trials)
+        self.with_registered(study_info(&study, &trials)?).await
     }
 
     /// A study and all its trials.
@@ -283,7 +309,7 @@ impl<'a> Studies<'a> {
         let study = self.store.get_study(name).await?;
         let trials = self.store.list_trials(name).await?;
         let infos = trials.iter().map(trial_info).collect::<Result<Vec<_>>>()?;
-        Ok((study_info(&study, &trials)?, infos))
+        Ok((self.with_registered(study_info(&study, &trials)?).await?, infos))
     }
 
     /// All studies, newest first.
@@ -291,9 +317,90 @@ impl<'a> Studies<'a> {
         let mut out = Vec::new();
         for s in self.store.list_studies().await? {
             let trials = self.store.list_trials(&s.name).await?;
-            out.push(study_info(&s, &trials)?);
+            out.push(self.with_registered(study_info(&s, &trials)?).await?);
         }
         Ok(out)
+    }
+
+    /// Fills in the version registered from the study, found by its `tracker.study` tag.
+    async fn with_registered(&self, mut info: StudyInfo) -> Result<StudyInfo> {
+        let Some(register) = &info.spec.register else { return Ok(info) };
+        let Some(version) = self.store.find_model_version_by_tag(&register.model, STUDY_TAG, &info.name).await? else { return Ok(info) };
+        let tag = |key: &str| version.tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
+        info.registered = Some(RegisteredVersion {
+            model: version.name.clone(),
+            version: version.version.clone(),
+            trial: tag(TRIAL_TAG).and_then(|t| t.parse().ok()).unwrap_or_default(),
+            promotion: tag(PROMOTION_TAG).unwrap_or_default(),
+        });
+        Ok(info)
+    }
+
+    /// Registers the best trial of every finished study that asks for it and has not got it yet:
+    /// what a crash between a study's end and its registration left undone. Run at start-up.
+    pub async fn register_finished(&self) -> Result<()> {
+        for name in self.store.study_names_with_status(&["finished"]).await? {
+            self.register_best(&name).await;
+        }
+        Ok(())
+    }
+
+    /// Registers the best trial of a finished study (see [`StudySpec::register`]). A failure is
+    /// logged, not returned: the trial call that finished the study has succeeded, and
+    /// [`Studies::register_finished`] retries at the next start.
+    async fn register_best(&self, name: &str) {
+        match self.try_register_best(name).await {
+            Ok(Some(r)) => tracing::info!(study = name, model = %r.model, version = %r.version, trial = r.trial, promotion = %r.promotion, "registered the best trial"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(study = name, error = %e, "registering the best trial failed; it is retried when the tracker restarts"),
+        }
+    }
+
+    /// Idempotent: the version carries the study's name in its `tracker.study` tag and the
+    /// promotion's outcome in `tracker.promotion`, so each step runs once even after a crash.
+    async fn try_register_best(&self, name: &str) -> Result<Option<RegisteredVersion>> {
+        let info = self.info(name).await?;
+        let Some(register) = info.spec.register.clone() else { return Ok(None) };
+        if info.status != "finished" {
+            return Ok(None);
+        }
+        let registered = match info.registered {
+            Some(r) => r,
+            None => {
+                let Some(best) = &info.best else {
+                    tracing::warn!(study = name, "the study finished without a complete trial: nothing to register");
+                    return Ok(None);
+                };
+                match self.store.create_registered_model(&register.model, None, &[]).await {
+                    Ok(_) | Err(crate::store::Error::AlreadyExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let value = best.value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                let version = self
+                    .store
+                    .create_model_version(NewModelVersion {
+                        name: register.model.clone(),
+                        source: format!("runs:/{}/{}", best.run_id, register.artifact_path),
+                        run_id: Some(best.run_id.clone()),
+                        description: Some(format!("Best trial {} of study '{name}': {} = {value}", best.number, info.spec.objective.metric)),
+                        tags: vec![(STUDY_TAG.into(), name.to_owned()), (TRIAL_TAG.into(), best.number.to_string())],
+                        ..Default::default()
+                    })
+                    .await?;
+                RegisteredVersion { model: version.name, version: version.version, trial: best.number, promotion: String::new() }
+            }
+        };
+        let (Some(alias), true) = (&register.alias, registered.promotion.is_empty()) else { return Ok(Some(registered)) };
+        let why = format!("best trial {} of study '{name}'", registered.trial);
+        let by = ChangeBy::new(format!("study:{name}"), Some(&why));
+        let promotion = match self.store.promote(&registered.model, &registered.version, alias, &by).await? {
+            Promotion::Promoted { .. } => format!("promoted to alias '{alias}'"),
+            Promotion::Refused { failed, .. } => {
+                crate::http::promotion::refusal_message(&registered.model, &registered.version, alias, &failed.rule, &failed.detail)
+            }
+        };
+        self.store.set_model_version_tag(&registered.model, &registered.version, PROMOTION_TAG, &promotion).await?;
+        Ok(Some(RegisteredVersion { promotion, ..registered }))
     }
 
     /// `pause` (no new leases; running trials go on), `resume`, or `stop` (every unfinished trial
@@ -416,9 +523,12 @@ impl<'a> Studies<'a> {
                     return Ok(self.assigned(&plan, &t, experiment_id));
                 }
                 None => {
-                    finish_if_done(&mut tx, &plan).await?;
+                    let finished = finish_if_done(&mut tx, &plan).await?;
                     reason = format!("study '{name}' has no trial to start now");
                     tx.commit().await?;
+                    if finished {
+                        self.register_best(name).await;
+                    }
                 }
             }
         }
@@ -682,8 +792,11 @@ impl<'a> Studies<'a> {
             }
             tx.set_run_state(&t.run_uuid, run_status(&t.state), &tags).await?;
         }
-        finish_if_done(&mut tx, &plan).await?;
+        let finished = finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
+        if finished {
+            self.register_best(&plan.spec.name).await;
+        }
         Ok(ReportResponse { decision: decision_name.into(), next_milestone: next, state: t.state })
     }
 
@@ -723,8 +836,11 @@ impl<'a> Studies<'a> {
         let t = t.clone();
         tx.save_trial(idx).await?;
         tx.set_run_state(&t.run_uuid, "FINISHED", &[("tracker.state".into(), "complete".into())]).await?;
-        finish_if_done(&mut tx, &plan).await?;
+        let finished = finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
+        if finished {
+            self.register_best(&plan.spec.name).await;
+        }
         if let Some(w) = worker {
             self.store.set_worker_health(&w, "active", 0).await?;
         }
@@ -756,8 +872,11 @@ impl<'a> Studies<'a> {
         let t = t.clone();
         tx.save_trial(idx).await?;
         tx.set_run_state(&t.run_uuid, run_status(&t.state), &[("tracker.state".into(), t.state.clone())]).await?;
-        finish_if_done(&mut tx, &plan).await?;
+        let finished = finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
+        if finished {
+            self.register_best(&plan.spec.name).await;
+        }
         if let Some(w) = worker {
             let row = self.store.get_worker(&w).await?;
             let quick_failures = if quick { row.quick_failures + 1 } else { 0 };
@@ -794,8 +913,11 @@ impl<'a> Studies<'a> {
         let t = t.clone();
         tx.save_trial(idx).await?;
         tx.set_run_state(&t.run_uuid, run_status(&t.state), &[("tracker.state".into(), t.state.clone())]).await?;
-        finish_if_done(&mut tx, &plan).await?;
+        let finished = finish_if_done(&mut tx, &plan).await?;
         tx.commit().await?;
+        if finished {
+            self.register_best(&plan.spec.name).await;
+        }
         trial_info(&t)
     }
 
@@ -824,17 +946,17 @@ impl<'a> Studies<'a> {
 }
 
 /// Marks the study finished when no trial can run any more; paused trials that no promotion
-/// will take are pruned at their rung.
-async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<()> {
+/// will take are pruned at their rung. True when this call finished it.
+async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<bool> {
     if !matches!(tx.study.status.as_str(), "running" | "paused") || (tx.trials.len() as u64) < plan.spec.max_trials {
-        return Ok(());
+        return Ok(false);
     }
     if tx.trials.iter().any(|t| t.state == "running" || t.state == "queued") {
-        return Ok(());
+        return Ok(false);
     }
     if tx.trials.iter().any(|t| t.state == "paused") {
         if plan.scheduler().promote(&History::new(plan.direction, &tx.views)).is_some() {
-            return Ok(());
+            return Ok(false);
         }
         for i in 0..tx.trials.len() {
             if tx.trials[i].state == "paused" {
@@ -847,7 +969,7 @@ async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<()> {
     }
     tracing::info!(study = %tx.study.name, "study finished");
     tx.set_status("finished").await?;
-    Ok(())
+    Ok(true)
 }
 
 fn check_worker_id(id: &str) -> Result<()> {
@@ -897,6 +1019,7 @@ fn study_info(s: &StudyRow, trials: &[TrialRow]) -> Result<StudyInfo> {
         created_time: s.created_time,
         trial_counts: counts,
         best,
+        registered: None,
     })
 }
 

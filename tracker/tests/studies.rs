@@ -204,6 +204,10 @@ async fn bad_input_is_refused_and_changes_nothing(backend: Backend) {
         (json!({"max_trials": 0}), "`max_trials`"),
         (json!({"run": {}}), "`run`"),
         (json!({"max_trails": 3}), "max_trails"),
+        (json!({"register": {"model": " "}}), "`register.model`"),
+        (json!({"register": {"model": "m", "artifact_path": "../other-run"}}), "`register.artifact_path`"),
+        (json!({"register": {"model": "m", "alias": "latest"}}), "`register.alias`"),
+        (json!({"register": {"model": "m", "alais": "production"}}), "alais"),
     ] {
         let r = call(&s, "studies/create", json!({"spec": spec("bad", extra)})).await;
         r.err(400, "INVALID_PARAMETER_VALUE");
@@ -420,4 +424,72 @@ async fn concurrent_workers_never_share_a_trial_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_never_share_a_trial_postgres() {
     concurrent_workers_never_share_a_trial(Backend::Postgres).await;
+}
+
+async fn get_study(s: &TestServer, name: &str) -> Value {
+    s.send(s.client.get(s.url("/api/tracker/studies/get")).query(&[("name", name)])).await.ok()
+}
+
+async fn set_rules(s: &TestServer, model: &str, rules: &[&str]) {
+    call(s, "models/rules/set", json!({"name": model, "rules": rules})).await.ok();
+}
+
+/// A finished study registers its best trial's adapter as a new version and promotes it through
+/// the model's gates; a gate that refuses leaves the version registered, unaliased, and says why.
+async fn finished_study_registers_and_promotes_its_best_trial(backend: Backend) {
+    let Some(mut s) = common::start(backend).await else { return };
+    s.post("registered-models/create", json!({"name": "ko-lora"})).await.ok();
+    set_rules(&s, "ko-lora", &["metrics.loss <= 100"]).await;
+    let extra = json!({"register": {"model": "ko-lora", "alias": "production"}, "max_trials": 4});
+    call(&s, "studies/create", json!({"spec": spec("first", extra.clone())})).await.ok();
+    assert!(get_study(&s, "first").await["study"].get("registered").is_none(), "nothing is registered before the study ends");
+    run_sequentially(&mut s, "first", None).await;
+
+    let study = get_study(&s, "first").await["study"].clone();
+    assert_eq!(study["status"], "finished");
+    let best = &study["best"];
+    let best_run = best["run_id"].as_str().unwrap();
+    assert_eq!(
+        study["registered"],
+        json!({"model": "ko-lora", "version": "1", "trial": best["number"], "promotion": "promoted to alias 'production'"})
+    );
+    let version = s.get("model-versions/get", &[("name", "ko-lora"), ("version", "1")]).await.ok()["model_version"].clone();
+    assert_eq!(version["source"], format!("runs:/{best_run}/adapter"));
+    assert_eq!(version["run_id"], best_run);
+    assert_eq!(version["aliases"], json!(["production"]));
+    let tags = common::kv(&version["tags"]);
+    assert_eq!(tags["tracker.study"], "first");
+    assert_eq!(tags["tracker.trial"], best["number"].to_string());
+    let audit = s.send(s.client.get(s.url("/api/tracker/models/audit")).query(&[("name", "ko-lora")])).await.ok();
+    let entry = &audit["entries"][0];
+    assert_eq!((entry["alias"].as_str(), entry["to_version"].as_str(), entry["actor"].as_str()), (Some("production"), Some("1"), Some("study:first")));
+
+    // Asking again (a lease after the end, a restart's sweep) registers nothing twice.
+    register(&s, "w2").await;
+    assert!(lease(&s, "w2").await.get("assignment").is_none());
+    s.restart().await;
+    assert_eq!(get_study(&s, "first").await["study"]["registered"]["version"], "1");
+    let versions = s.get("model-versions/search", &[("filter", "name = 'ko-lora'")]).await.ok();
+    assert_eq!(versions["model_versions"].as_array().unwrap().len(), 1);
+
+    // A gate that refuses: the version is registered, the alias stays, the tag names the rule.
+    set_rules(&s, "ko-lora", &["metrics.loss <= 0"]).await;
+    call(&s, "studies/create", json!({"spec": spec("second", extra)})).await.ok();
+    run_sequentially(&mut s, "second", None).await;
+    let registered = get_study(&s, "second").await["study"]["registered"].clone();
+    assert_eq!(registered["version"], "2");
+    let promotion = registered["promotion"].as_str().unwrap();
+    assert!(promotion.contains("refused by rule 'metrics.loss <= 0'"), "{promotion}");
+    let alias = s.get("registered-models/alias", &[("name", "ko-lora"), ("alias", "production")]).await.ok();
+    assert_eq!(alias["model_version"]["version"], "1");
+}
+
+#[tokio::test]
+async fn finished_study_registers_and_promotes_its_best_trial_sqlite() {
+    finished_study_registers_and_promotes_its_best_trial(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn finished_study_registers_and_promotes_its_best_trial_postgres() {
+    finished_study_registers_and_promotes_its_best_trial(Backend::Postgres).await;
 }

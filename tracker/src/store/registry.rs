@@ -401,6 +401,23 @@ impl Store {
         Ok(Page { items: versions, next_page_token })
     }
 
+    /// The oldest version of model `name` carrying the tag `key = value`, if any.
+    pub async fn find_model_version_by_tag(&self, name: &str, key: &str, value: &str) -> Result<Option<ModelVersion>> {
+        let row = sqlx::query("select version from model_version_tag where name = $1 and key = $2 and value = $3 order by version limit 1")
+            .bind(name)
+            .bind(key)
+            .bind(value)
+            .fetch_optional(&self.read)
+            .await?;
+        match row {
+            Some(row) => {
+                let version: i64 = row.try_get(0)?;
+                Ok(Some(self.get_model_version(name, &version.to_string()).await?))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Sets (or overwrites) a tag of a version.
     pub async fn set_model_version_tag(&self, name: &str, version: &str, key: &str, value: &str) -> Result<()> {
         let number = parse_version(name, version)?;
