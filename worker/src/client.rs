@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use api::mlflow::{Experiment, FileInfo, Metric, Run, RunInfo, Tag};
+use api::mlflow::{Experiment, FileInfo, Metric, ModelVersion, Run, RunInfo, Tag};
 use api::studies::{
     CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseRequest, LeaseResponse, RegisterWorker, RegisterWorkerResponse,
     ReleaseRequest, ReportRequest, ReportResponse, StudyInfo, TrialInfo,
@@ -601,6 +601,11 @@ impl TrackerClient {
     /// truncated copy.
     pub async fn download_artifact(&self, run_id: &str, artifact_path: &str, dest: &Path) -> Result<u64> {
         let url = self.artifact_url(&self.artifact_root(run_id).await?, artifact_path)?;
+        self.download_url(url, artifact_path, dest).await
+    }
+
+    /// Streams the proxy file at `url` into `dest` through a `.part` file renamed into place.
+    async fn download_url(&self, url: Url, artifact_path: &str, dest: &Path) -> Result<u64> {
         let resp = self.send(|| Ok(self.http.get(url.clone()))).await?;
         let expected = resp.content_length();
         let file_name = dest.file_name().ok_or_else(|| ClientError::InvalidArgument(format!("{} does not name a file", dest.display())))?;
@@ -633,11 +638,6 @@ impl TrackerClient {
         // The tracker does not serve MLflow's `/api/2.0/mlflow/artifacts/list` (run_id, path), and
         // stock MLflow servers with `--serve-artifacts` answer the proxy listing too, so the
         // proxy's listing is the one both speak.
-        #[derive(Deserialize)]
-        struct Listing {
-            #[serde(default)]
-            files: Vec<FileInfo>,
-        }
         let root = self.artifact_root(run_id).await?;
         let rel = path.trim_matches('/');
         let full = if rel.is_empty() {
@@ -647,10 +647,9 @@ impl TrackerClient {
             self.artifact_url(&root, rel)?;
             format!("{root}/{rel}")
         };
-        let url = self.endpoint("/api/2.0/mlflow-artifacts/artifacts");
-        let listing: Listing = decode(self.send(|| Ok(self.http.get(url.clone()).query(&[("path", full.as_str())]))).await?).await?;
-        let mut files: Vec<FileInfo> = listing
-            .files
+        let mut files: Vec<FileInfo> = self
+            .proxy_listing(&full)
+            .await?
             .into_iter()
             .map(|f| {
                 // The proxy gives names relative to the listed folder; MLflow's own listing gives
@@ -662,6 +661,44 @@ impl TrackerClient {
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(files)
+    }
+
+    /// The artifact proxy's listing of the folder `full` (a path below the proxy's root).
+    async fn proxy_listing(&self, full: &str) -> Result<Vec<FileInfo>> {
+        #[derive(Deserialize)]
+        struct Listing {
+            #[serde(default)]
+            files: Vec<FileInfo>,
+        }
+        let url = self.endpoint("/api/2.0/mlflow-artifacts/artifacts");
+        Ok(decode::<Listing>(self.send(|| Ok(self.http.get(url.clone()).query(&[("path", full)]))).await?).await?.files)
+    }
+
+    /// Downloads every file below the artifact URI `uri` (`mlflow-artifacts:/...`, as
+    /// `model-versions/get-download-uri` answers) into the folder `dest`, keeping the structure,
+    /// and returns the number of files.
+    pub async fn download_artifact_uri(&self, uri: &str, dest: &Path) -> Result<usize> {
+        let root = proxy_path(uri)?;
+        let mut files = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(rel) = pending.pop() {
+            let full = if rel.is_empty() { root.clone() } else { format!("{root}/{rel}") };
+            for entry in self.proxy_listing(&full).await? {
+                let name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
+                let path = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
+                if entry.is_dir {
+                    pending.push(path);
+                } else {
+                    files.push(path);
+                }
+            }
+        }
+        tokio::fs::create_dir_all(dest).await.map_err(io_error(dest))?;
+        for file in &files {
+            // `artifact_url` refuses `..` and absolute names a hostile listing might hold.
+            self.download_url(self.artifact_url(&root, file)?, file, &dest.join(file)).await?;
+        }
+        Ok(files.len())
     }
 
     /// Every file (not folder) below the artifact folder `path` of a run, recursively, with paths
@@ -737,6 +774,54 @@ impl TrackerClient {
             .extend(root.split('/').filter(|s| !s.is_empty()))
             .extend(rel.split('/'));
         Ok(url)
+    }
+
+    // ----- model registry -----
+
+    /// Creates a registered model.
+    pub async fn create_registered_model(&self, name: &str) -> Result<()> {
+        self.post::<Value>("registered-models/create", &json!({ "name": name })).await.map(drop)
+    }
+
+    /// Registers a new version of `name` from `source` (such as `runs:/<run_id>/adapter`).
+    pub async fn create_model_version(&self, name: &str, source: &str, run_id: &str) -> Result<ModelVersion> {
+        #[derive(Deserialize)]
+        struct Reply {
+            model_version: ModelVersion,
+        }
+        Ok(self.post::<Reply>("model-versions/create", &json!({ "name": name, "source": source, "run_id": run_id })).await?.model_version)
+    }
+
+    /// Points `alias` of model `name` at `version` (MLflow's ungated alias endpoint).
+    pub async fn set_model_alias(&self, name: &str, alias: &str, version: &str) -> Result<()> {
+        self.post::<Value>("registered-models/alias", &json!({ "name": name, "alias": alias, "version": version })).await.map(drop)
+    }
+
+    /// A version of a registered model.
+    pub async fn get_model_version(&self, name: &str, version: &str) -> Result<ModelVersion> {
+        #[derive(Deserialize)]
+        struct Reply {
+            model_version: ModelVersion,
+        }
+        Ok(self.get::<Reply>("model-versions/get", &[("name", name), ("version", version)]).await?.model_version)
+    }
+
+    /// The version that `alias` of model `name` points at.
+    pub async fn get_model_version_by_alias(&self, name: &str, alias: &str) -> Result<ModelVersion> {
+        #[derive(Deserialize)]
+        struct Reply {
+            model_version: ModelVersion,
+        }
+        Ok(self.get::<Reply>("registered-models/alias", &[("name", name), ("alias", alias)]).await?.model_version)
+    }
+
+    /// Where a version's files are, as an artifact URI ([`Self::download_artifact_uri`] fetches them).
+    pub async fn get_model_version_download_uri(&self, name: &str, version: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Reply {
+            artifact_uri: String,
+        }
+        Ok(self.get::<Reply>("model-versions/get-download-uri", &[("name", name), ("version", version)]).await?.artifact_uri)
     }
 
     // ----- studies and the worker protocol (`/api/tracker/...`) -----

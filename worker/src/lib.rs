@@ -7,10 +7,13 @@
 //!
 //! [`agent`] is the worker agent behind the `worker` binary: it leases trials of studies from the
 //! tracker and runs them through a [`agent::Trainer`] (the exec trainer runs a command).
+//!
+//! [`serve`] answers generation requests with a registered model version and follows its alias.
 
 pub mod agent;
 pub mod client;
 pub mod data;
 pub mod lm;
+pub mod serve;
 
 pub use client::{metric, tag, ClientError, Credentials, RetryPolicy, RunStatus, StudyDetail, TrackerClient};

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use worker::agent::{Agent, AgentConfig};
 use worker::lm::generate::SamplingConfig;
 use worker::lm::trial::{KoreanLoraTrainer, TRAINER_NAME};
+use worker::serve::{ModelRef, ServeConfig, Server};
 
 mod lora_cli;
 use worker::TrackerClient;
@@ -44,6 +45,39 @@ enum Command {
     Generate(GenerateArgs),
     /// Rebuild the built-in tiny Korean base (tokenizer and pretrained model) into a folder.
     Base(BaseArgs),
+    /// Serve a registered model version over HTTP (POST /generate, GET /health, GET /metrics),
+    /// following its alias as it moves.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// What to serve: models:/NAME@ALIAS (reloaded when the alias moves) or models:/NAME/VERSION.
+    #[arg(long, value_parser = |s: &str| s.parse::<ModelRef>())]
+    model: ModelRef,
+    /// The tracker, e.g. http://tracker:5000. The token comes from MLFLOW_TRACKING_TOKEN (or
+    /// MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    tracking_uri: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// The base model: `builtin` or a Hugging Face folder [default: the adapter's
+    /// base_model_name_or_path].
+    #[arg(long)]
+    base: Option<String>,
+    /// Where downloaded adapters are kept.
+    #[arg(long, default_value = "worker-data/models")]
+    cache_dir: PathBuf,
+    /// Seconds between checks of the alias.
+    #[arg(long, default_value_t = 10.0)]
+    poll_interval_s: f64,
+    /// Generations run at once; more requests wait their turn.
+    #[arg(long, default_value_t = 1)]
+    max_concurrent: usize,
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +190,10 @@ fn main() -> anyhow::Result<()> {
             return lora_cli::generate(&a.base, a.adapter.as_deref(), &a.prompt, a.raw, &sampling);
         }
         Some(Command::Base(args)) => return lora_cli::base(&args.out, args.steps),
+        Some(Command::Serve(args)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+            return runtime.block_on(serve(args));
+        }
     };
     // Multi-threaded on purpose: the exec trainer relies on runtime worker threads living as long
     // as the runtime (PR_SET_PDEATHSIG is tied to the thread that spawned the command).
@@ -196,6 +234,19 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         std::process::exit(130);
     });
     agent.run(shutdown).await
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let uri = args.tracking_uri.clone();
+    let client = TrackerClient::from_vars(|name| if name == "MLFLOW_TRACKING_URI" { Some(uri.clone()) } else { env(name) })?;
+    let poll = Duration::try_from_secs_f64(args.poll_interval_s).ok().filter(|d| !d.is_zero()).context("`--poll-interval-s` must be a positive number of seconds")?;
+    let config = ServeConfig { model: args.model, base: args.base, cache_dir: args.cache_dir, poll, max_concurrent: args.max_concurrent };
+    let server = Server::start(client, config).await?;
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, version = %server.version(), "listening: POST /generate, GET /health, GET /metrics");
+    worker::serve::run(server, listener, wait_for_signal()).await
 }
 
 /// SIGTERM or SIGINT.
