@@ -603,6 +603,7 @@ async fn korean_lora_trainer_runs_a_study() {
                 "train": {"batch_size": 4, "warmup_steps": 1},
             },
         },
+        "register": {"model": "e2e-ko-lora", "alias": "production"},
     });
     h.tracker.create_study(spec).await;
     h.spawn_worker("lora0");
@@ -632,4 +633,37 @@ async fn korean_lora_trainer_runs_a_study() {
     if completed == 0 {
         panic!("{}", h.failure("no trial completed", Some(&d)));
     }
+
+    // The best trial's adapter became version 1 of the model and holds `production`; served from
+    // there, it answers.
+    let best = d.study.best.as_ref().expect("a best trial");
+    // Registered just after the study's last transaction commits: wait for it.
+    let d = h.wait_study("the best trial to be registered", Duration::from_secs(30), |d| d.study.registered.is_some()).await;
+    let registered = d.study.registered.clone().expect("registered");
+    assert_eq!((registered.model.as_str(), registered.version.as_str(), registered.trial), ("e2e-ko-lora", "1", best.number), "{registered:?}");
+    assert_eq!(registered.promotion, "promoted to alias 'production'");
+    let version = h.client.get_model_version_by_alias("e2e-ko-lora", "production").await.expect("the alias resolves");
+    assert_eq!((version.version.as_str(), version.run_id.as_str()), ("1", best.run_id.as_str()));
+    let config = worker::serve::ServeConfig {
+        model: "models:/e2e-ko-lora@production".parse().expect("model uri"),
+        base: None,
+        cache_dir: h.dir.path().join("serve-cache"),
+        poll: Duration::from_secs(5),
+        max_concurrent: 1,
+    };
+    let server = worker::serve::Server::start(h.client.clone(), config).await.expect("serving the registered adapter starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/generate", listener.local_addr().expect("addr"));
+    tokio::spawn(worker::serve::run(server, listener, std::future::pending()));
+    let reply: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"prompt": "하나, 둘, 셋 다음은?", "max_new_tokens": 8}))
+        .send()
+        .await
+        .expect("generate")
+        .json()
+        .await
+        .expect("json reply");
+    assert_eq!(reply["model_version"], "1", "{reply}");
+    assert!(reply["tokens_generated"].as_u64().is_some_and(|n| n <= 8), "{reply}");
 }
