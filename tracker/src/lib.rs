@@ -14,6 +14,7 @@ pub mod promotion;
 pub mod search;
 pub mod store;
 pub mod studies;
+pub mod ui;
 pub mod webhooks;
 
 use std::future::Future;

@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { "OK" }))
         .route("/version", get(|| async { MLFLOW_COMPAT_VERSION }))
         .route("/metrics", get(crate::observability::metrics_endpoint))
+        .merge(crate::ui::router())
         // Runs after routing, so it can name the matched route for the metrics.
         .route_layer(axum::middleware::from_fn(crate::observability::record_route))
         .fallback(endpoint_not_found)
