@@ -49,6 +49,19 @@ pub struct NewRun {
     pub tags: Vec<(String, String)>,
 }
 
+/// One span of a downsampled metric history (see [`Store::metric_envelope`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EnvelopeBucket {
+    /// `(x - origin) / width`.
+    pub bucket: i64,
+    /// First and last step (or timestamp) in the span.
+    pub x_min: i64,
+    pub x_max: i64,
+    /// Lowest and highest value in the span.
+    pub min: f64,
+    pub max: f64,
+}
+
 /// One page of runs.
 #[derive(Debug)]
 pub struct RunPage {
@@ -312,6 +325,54 @@ impl Store {
         }
         let next_page_token = if rows.len() as i64 > limit { last.map(encode_history_token) } else { None };
         Ok(HistoryPage { metrics, next_page_token })
+    }
+
+    /// How many points a metric has, and the range of its steps (or timestamps, `by_time`).
+    pub async fn metric_span(&self, run_id: &str, key: &str, by_time: bool) -> Result<(i64, i64, i64)> {
+        let x = if by_time { "timestamp" } else { "step" };
+        let row = sqlx::query(&format!("select count(*), coalesce(min({x}), 0), coalesce(max({x}), 0) from metric where run_uuid = $1 and key = $2"))
+            .bind(run_id)
+            .bind(key)
+            .fetch_one(&self.read)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    }
+
+    /// The points of a metric logged after `after_metric_id`, reduced to the lowest and highest
+    /// value of each span `bucket = (x - origin) / width` of step (or time, `by_time`): min-max
+    /// downsampling, which keeps every spike. NaN points are left out. Returns the spans and the
+    /// last metric id read, from which the next call continues, so a chart of a growing history
+    /// reads each point once.
+    pub async fn metric_envelope(
+        &self,
+        run_id: &str,
+        key: &str,
+        by_time: bool,
+        (origin, width): (i64, i64),
+        after_metric_id: i64,
+    ) -> Result<(Vec<EnvelopeBucket>, i64)> {
+        let x = if by_time { "timestamp" } else { "step" };
+        // Continuing (after > 0), SQLite must walk the new rows by their id rather than the whole
+        // history through the (run, key) index; `+column` keeps it off that index.
+        let (run_col, key_col) = if after_metric_id > 0 && self.dialect == Dialect::Sqlite { ("+run_uuid", "+key") } else { ("run_uuid", "key") };
+        let rows = sqlx::query(&format!(
+            "select ({x} - $3) / $4 as bucket, min({x}), max({x}), min(value), max(value), max(metric_id) from metric \
+             where {run_col} = $1 and {key_col} = $2 and metric_id > $5 and is_nan = 0 group by bucket"
+        ))
+        .bind(run_id)
+        .bind(key)
+        .bind(origin)
+        .bind(width.max(1))
+        .bind(after_metric_id)
+        .fetch_all(&self.read)
+        .await?;
+        let mut last = after_metric_id;
+        let mut spans = Vec::with_capacity(rows.len());
+        for r in &rows {
+            spans.push(EnvelopeBucket { bucket: r.try_get(0)?, x_min: r.try_get(1)?, x_max: r.try_get(2)?, min: r.try_get(3)?, max: r.try_get(4)? });
+            last = last.max(r.try_get(5)?);
+        }
+        Ok((spans, last))
     }
 
     /// Searches runs of some experiments with a parsed filter and order.

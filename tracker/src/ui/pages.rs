@@ -134,6 +134,44 @@ async fn history(app: &AppState, run_id: &str, key: &str) -> Result<Vec<api::mlf
     Ok(app.store.metric_history(run_id, key, None, None).await?.metrics)
 }
 
+/// The points a chart draws for one metric: the whole history when short, else its min-max
+/// envelope over [`charts::MAX_POINTS_PER_SERIES`]` / 2` spans, computed in the store and kept in
+/// the [`super::ChartCache`], so that a million-point history never leaves the database and a
+/// redraw reads only the points logged since.
+async fn chart_points(app: &AppState, run_id: &str, key: &str, controls: &ChartControls) -> Result<Vec<(f64, f64)>, PageError> {
+    let buckets = (charts::MAX_POINTS_PER_SERIES / 2) as i64;
+    let cache_key = (run_id.to_owned(), key.to_owned(), controls.by_time);
+    let envelope = match app.charts.get(&cache_key) {
+        Some(mut e) => {
+            let (spans, last) = app.store.metric_envelope(run_id, key, controls.by_time, (e.origin, e.width), e.last_metric_id).await?;
+            e.merge(spans, last);
+            e
+        }
+        None => {
+            let (count, lo, hi) = app.store.metric_span(run_id, key, controls.by_time).await?;
+            if count <= 4 * buckets {
+                return Ok(controls.points(&history(app, run_id, key).await?));
+            }
+            let width = ((hi - lo) / buckets).max(1);
+            let (spans, last) = app.store.metric_envelope(run_id, key, controls.by_time, (lo, width), 0).await?;
+            let mut e = super::Envelope { origin: lo, width, last_metric_id: 0, spans: Default::default() };
+            e.merge(spans, last);
+            e
+        }
+    };
+    let x = |v: i64| if controls.by_time { (v - envelope.origin) as f64 / 1000.0 } else { v as f64 };
+    let points = envelope
+        .spans
+        .values()
+        .flat_map(|s| {
+            let mid = (x(s.x_min) + x(s.x_max)) / 2.0;
+            [(mid, s.min), (mid, s.max)]
+        })
+        .collect();
+    app.charts.put(cache_key, envelope);
+    Ok(points)
+}
+
 fn chart_size(pairs: &[(String, String)]) -> (u32, u32) {
     let w = first(pairs, "w").and_then(|w| w.parse().ok()).unwrap_or(720u32).clamp(200, 2000);
     let h = first(pairs, "h").and_then(|h| h.parse().ok()).unwrap_or(360u32).clamp(150, 1500);
@@ -577,7 +615,7 @@ pub(super) async fn run_chart(State(app): State<AppState>, Path(id): Path<String
     let key = first(&pairs, "key").ok_or_else(|| PageError::new(StatusCode::BAD_REQUEST, "`key` names the metric to draw"))?;
     let controls = ChartControls::from_pairs(&pairs);
     let run = app.store.get_run(&id).await?;
-    let points = controls.points(&history(&app, &id, &key).await?);
+    let points = chart_points(&app, &id, &key, &controls).await?;
     let chart = LineChart {
         title: key.clone(),
         x_label: controls.x_label().into(),
@@ -681,7 +719,7 @@ pub(super) async fn compare_chart(State(app): State<AppState>, uri: Uri) -> Page
     let runs = load_runs(&app, &pairs).await?;
     let mut series = Vec::with_capacity(runs.len());
     for r in &runs {
-        series.push(Series { name: run_name(r), points: controls.points(&history(&app, &r.info.run_id, &key).await?) });
+        series.push(Series { name: run_name(r), points: chart_points(&app, &r.info.run_id, &key, &controls).await? });
     }
     let chart = LineChart { title: key.clone(), x_label: controls.x_label().into(), y_label: key, log_y: controls.log, smoothing: controls.smoothing, series };
     let (w, h) = chart_size(&pairs);
