@@ -139,6 +139,28 @@ def _load_all_images(driver):
     WebDriverWait(driver, 30).until(lambda d: not _images_loaded(d))
 
 
+def _submit(driver, element, keys):
+    """Types into a form field and waits for the page the form loads."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.send_keys(keys)
+    WebDriverWait(driver, 30).until(ec.staleness_of(old))
+
+
+def _click(driver, element):
+    """Clicks a link or button and waits for the page it loads."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(ec.staleness_of(old))
+
+
 def test_every_page_in_a_browser(browser, shots, client, server, uniq):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -161,18 +183,18 @@ def test_every_page_in_a_browser(browser, shots, client, server, uniq):
     browser.save_screenshot(str(shots / "home.png"))
 
     # Experiment: three runs, columns for params and metrics, a filter that narrows them.
-    browser.find_element(By.LINK_TEXT, f"ui-한국어-{uniq}").click()
+    _click(browser, browser.find_element(By.LINK_TEXT, f"ui-한국어-{uniq}"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
     assert len(rows) == 3
     headers = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "#runs thead th")]
     assert any("params.lr" in h for h in headers) and any("metrics.정확도" in h for h in headers), headers
     box = browser.find_element(By.NAME, "filter")
     box.clear()
-    box.send_keys("params.rank = '16'" + Keys.ENTER)
+    _submit(browser, box, "params.rank = '16'" + Keys.ENTER)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) == 1
     box = browser.find_element(By.NAME, "filter")
     box.clear()
-    box.send_keys("metrics.eval_loss <" + Keys.ENTER)
+    _submit(browser, box, "metrics.eval_loss <" + Keys.ENTER)
     assert "Filter:" in browser.find_element(By.CSS_SELECTOR, ".error").text, "a bad filter is explained"
     browser.get(f"{url}/experiments/{exp_id}")
     browser.save_screenshot(str(shots / "experiment.png"))
@@ -180,7 +202,7 @@ def test_every_page_in_a_browser(browser, shots, client, server, uniq):
     # Compare the three runs.
     for box in browser.find_elements(By.CSS_SELECTOR, "#runs input[type=checkbox]"):
         box.click()
-    browser.find_element(By.XPATH, "//button[contains(., 'Compare selected runs')]").click()
+    _click(browser, browser.find_element(By.XPATH, "//button[contains(., 'Compare selected runs')]"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Compare 3 runs"
     diff_rows = [r.find_element(By.TAG_NAME, "td").text for r in browser.find_elements(By.CSS_SELECTOR, "#params tr.diff")]
     assert sorted(diff_rows) == ["lr", "rank"], "only differing params are highlighted"
@@ -193,14 +215,14 @@ def test_every_page_in_a_browser(browser, shots, client, server, uniq):
     browser.get(f"{url}/runs/{runs[0]}")
     _load_all_images(browser)
     assert "ko-tasks" in browser.page_source
-    browser.find_element(By.LINK_TEXT, "adapter/").click()
-    browser.find_element(By.LINK_TEXT, "config.json").click()
+    _click(browser, browser.find_element(By.LINK_TEXT, "adapter/"))
+    _click(browser, browser.find_element(By.LINK_TEXT, "config.json"))
     assert "한국어 설정" in browser.find_element(By.CSS_SELECTOR, "pre.preview").text
     browser.save_screenshot(str(shots / "run.png"))
 
     # The study: every trial, its charts, importance and the worker.
     browser.get(url + "/")
-    browser.find_element(By.CSS_SELECTOR, f"a[href='/studies/{study}']").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, f"a[href='/studies/{study}']"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#trials tbody tr")) == 6
     assert "finished" in browser.find_element(By.TAG_NAME, "h1").text
     assert f"gpu-{uniq}" in browser.page_source
@@ -210,10 +232,10 @@ def test_every_page_in_a_browser(browser, shots, client, server, uniq):
 
     # The model: promote version 2 (passes the gate), then version 1 against a stricter gate.
     browser.get(url + "/")
-    browser.find_element(By.CSS_SELECTOR, f"a[href='/models/{model}']").click()
+    _click(browser, browser.find_element(By.CSS_SELECTOR, f"a[href='/models/{model}']"))
     Select(browser.find_element(By.NAME, "version")).select_by_value("2")
     browser.find_element(By.NAME, "reason").send_keys("브라우저 시험")
-    browser.find_element(By.XPATH, "//button[contains(., 'Promote')]").click()
+    _click(browser, browser.find_element(By.XPATH, "//button[contains(., 'Promote')]"))
     verdict = browser.find_element(By.ID, "verdict").text
     assert "Version 2 now holds 'production'" in verdict and "pass metrics.eval_loss <= 5" in verdict, verdict
     audit = browser.find_element(By.ID, "audit").text
@@ -224,7 +246,7 @@ def test_every_page_in_a_browser(browser, shots, client, server, uniq):
     requests.post(f"{url}/api/tracker/models/rules/set", json={"name": model, "rules": ["metrics.eval_loss <= 0"]}, timeout=30).raise_for_status()
     browser.refresh()
     Select(browser.find_element(By.NAME, "version")).select_by_value("1")
-    browser.find_element(By.XPATH, "//button[contains(., 'Promote')]").click()
+    _click(browser, browser.find_element(By.XPATH, "//button[contains(., 'Promote')]"))
     verdict = browser.find_element(By.ID, "verdict").text
     assert "refused by rule 'metrics.eval_loss <= 0'" in verdict, verdict
     assert client.get_model_version_by_alias(model, "production").version == "2", "a refused promotion changes nothing"
