@@ -6,6 +6,7 @@
 //! thousand-point one and still shows its peaks. Text uses a font list with Hangul coverage
 //! first, so Korean metric and run names render in the browser.
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontFamily;
 
@@ -132,6 +133,24 @@ pub fn empty_svg(width: u32, height: u32, message: &str) -> String {
     )
 }
 
+/// Draws on a white SVG canvas; a drawing that fails becomes an SVG that says so.
+fn draw_svg(width: u32, height: u32, draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), Box<dyn std::error::Error>>) -> String {
+    let mut svg = String::new();
+    let failed = {
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(Into::into)
+            .and_then(|()| draw(&root))
+            .and_then(|()| root.present().map_err(Into::into));
+        drawn.err().map(|e| e.to_string())
+    };
+    match failed {
+        Some(e) => empty_svg(width, height, &format!("cannot draw this chart: {e}")),
+        None => svg,
+    }
+}
+
 /// Escapes text for SVG and HTML.
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -147,62 +166,59 @@ impl LineChart {
                 let mut pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let pts = smooth(&pts, self.smoothing);
-                let pts: Vec<(f64, f64)> = if self.log_y { pts.into_iter().filter(|p| p.1 > 0.0).map(|(x, y)| (x, y.log10())).collect() } else { pts };
+                let pts: Vec<(f64, f64)> = if self.log_y {
+                    pts.into_iter().filter(|p| p.1 > 0.0).map(|(x, y)| (x, y.log10())).collect()
+                } else {
+                    pts
+                };
                 (s.name.clone(), lttb(&pts, MAX_POINTS_PER_SERIES))
             })
             .collect();
         let all = || prepared.iter().flat_map(|(_, p)| p.iter());
         let (Some(xs), Some(ys)) = (span(all().map(|p| p.0)), span(all().map(|p| p.1))) else {
-            let why = if self.log_y { "no positive finite values to draw on a log scale" } else { "no finite values to draw" };
+            let why = if self.log_y {
+                "no positive finite values to draw on a log scale"
+            } else {
+                "no finite values to draw"
+            };
             return empty_svg(width, height, why);
         };
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-            let _ = root.fill(&WHITE);
-            let log_y = self.log_y;
-            let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
-                let mut chart = ChartBuilder::on(&root)
-                    .caption(&self.title, (FontFamily::Name(FONT), 16))
-                    .margin(10)
-                    .x_label_area_size(36)
-                    .y_label_area_size(64)
-                    .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)?;
+        let log_y = self.log_y;
+        draw_svg(width, height, |root| {
+            let mut chart = ChartBuilder::on(root)
+                .caption(&self.title, (FontFamily::Name(FONT), 16))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(64)
+                .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)?;
+            chart
+                .configure_mesh()
+                .x_desc(self.x_label.as_str())
+                .y_desc(self.y_label.as_str())
+                .label_style((FontFamily::Name(FONT), 12))
+                .axis_desc_style((FontFamily::Name(FONT), 13))
+                .y_label_formatter(&|v| if log_y { format!("{:.3}", 10f64.powf(*v)) } else { short(*v) })
+                .x_label_formatter(&|v| short(*v))
+                .light_line_style(RGBColor(238, 238, 238))
+                .draw()?;
+            for (i, (name, points)) in prepared.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
                 chart
-                    .configure_mesh()
-                    .x_desc(self.x_label.as_str())
-                    .y_desc(self.y_label.as_str())
-                    .label_style((FontFamily::Name(FONT), 12))
-                    .axis_desc_style((FontFamily::Name(FONT), 13))
-                    .y_label_formatter(&|v| if log_y { format!("{:.3}", 10f64.powf(*v)) } else { short(*v) })
-                    .x_label_formatter(&|v| short(*v))
-                    .light_line_style(RGBColor(238, 238, 238))
-                    .draw()?;
-                for (i, (name, points)) in prepared.iter().enumerate() {
-                    let color = PALETTE[i % PALETTE.len()];
-                    chart
-                        .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
-                        .label(name.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
-                }
-                if prepared.len() > 1 {
-                    chart
-                        .configure_series_labels()
-                        .label_font((FontFamily::Name(FONT), 12))
-                        .background_style(WHITE.mix(0.85))
-                        .border_style(RGBColor(200, 200, 200))
-                        .position(SeriesLabelPosition::UpperRight)
-                        .draw()?;
-                }
-                root.present()?;
-                Ok(())
-            };
-            if let Err(e) = draw() {
-                drop(root);
-                return empty_svg(width, height, &format!("cannot draw this chart: {e}"));
+                    .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
             }
-        }
-        svg
+            if prepared.len() > 1 {
+                chart
+                    .configure_series_labels()
+                    .label_font((FontFamily::Name(FONT), 12))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(RGBColor(200, 200, 200))
+                    .position(SeriesLabelPosition::UpperRight)
+                    .draw()?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -224,36 +240,30 @@ pub fn scatter_svg(title: &str, x_label: &str, y_label: &str, points: &[(f64, f6
     let (Some(xs), Some(ys)) = (span(finite.iter().map(|p| p.0)), span(finite.iter().map(|p| p.1))) else {
         return empty_svg(width, height, "no runs with both values");
     };
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, (FontFamily::Name(FONT), 15))
-                .margin(10)
-                .x_label_area_size(36)
-                .y_label_area_size(64)
-                .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .label_style((FontFamily::Name(FONT), 12))
-                .x_label_formatter(&|v| short(*v))
-                .y_label_formatter(&|v| short(*v))
-                .light_line_style(RGBColor(238, 238, 238))
-                .draw()?;
-            chart.draw_series(finite.iter().enumerate().map(|(i, p)| Circle::new((p.0, p.1), 5, PALETTE[i % PALETTE.len()].filled())))?;
-            root.present()?;
-            Ok(())
-        };
-        if let Err(e) = draw() {
-            drop(root);
-            return empty_svg(width, height, &format!("cannot draw this chart: {e}"));
-        }
-    }
-    svg
+    draw_svg(width, height, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FontFamily::Name(FONT), 15))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(xs.0..xs.1, ys.0..ys.1)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style((FontFamily::Name(FONT), 12))
+            .x_label_formatter(&|v| short(*v))
+            .y_label_formatter(&|v| short(*v))
+            .light_line_style(RGBColor(238, 238, 238))
+            .draw()?;
+        chart.draw_series(
+            finite
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Circle::new((p.0, p.1), 5, PALETTE[i % PALETTE.len()].filled())),
+        )?;
+        Ok(())
+    })
 }
 
 /// Parallel coordinates: one vertical axis per name, one polyline per run through its values
@@ -262,54 +272,49 @@ pub fn parallel_svg(axes: &[String], runs: &[(String, Vec<Option<f64>>)], width:
     if axes.len() < 2 || runs.is_empty() {
         return empty_svg(width, height, "parallel coordinates need two numeric columns and a run");
     }
-    let ranges: Vec<Option<(f64, f64)>> = (0..axes.len()).map(|a| span(runs.iter().filter_map(|r| r.1.get(a).copied().flatten()).filter(|v| v.is_finite()))).collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let draw = || -> Result<(), Box<dyn std::error::Error + '_>> {
-            let n = axes.len() as f64;
-            let mut chart = ChartBuilder::on(&root).margin(30).margin_left(50).margin_right(50).build_cartesian_2d(-0.05..(n - 1.0 + 0.05), -0.08..1.08)?;
-            for (a, name) in axes.iter().enumerate() {
-                let x = a as f64;
-                chart.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, 1.0)], BLACK.stroke_width(1))))?;
-                let label_style = TextStyle::from((FontFamily::Name(FONT), 12)).pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Bottom,
-                ));
-                chart.draw_series(std::iter::once(Text::new(name.clone(), (x, 1.07), label_style.clone())))?;
-                if let Some((lo, hi)) = ranges[a] {
-                    chart.draw_series(std::iter::once(Text::new(short(hi), (x, 1.02), label_style.clone())))?;
-                    chart.draw_series(std::iter::once(Text::new(short(lo), (x, -0.06), label_style)))?;
-                }
+    let ranges: Vec<Option<(f64, f64)>> = (0..axes.len())
+        .map(|a| span(runs.iter().filter_map(|r| r.1.get(a).copied().flatten()).filter(|v| v.is_finite())))
+        .collect();
+    draw_svg(width, height, |root| {
+        let n = axes.len() as f64;
+        let mut chart = ChartBuilder::on(root)
+            .margin(30)
+            .margin_left(50)
+            .margin_right(50)
+            .build_cartesian_2d(-0.05..(n - 1.0 + 0.05), -0.08..1.08)?;
+        for (a, name) in axes.iter().enumerate() {
+            let x = a as f64;
+            chart.draw_series(std::iter::once(PathElement::new(vec![(x, 0.0), (x, 1.0)], BLACK.stroke_width(1))))?;
+            let label_style = TextStyle::from((FontFamily::Name(FONT), 12)).pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Bottom,
+            ));
+            chart.draw_series(std::iter::once(Text::new(name.clone(), (x, 1.07), label_style.clone())))?;
+            if let Some((lo, hi)) = ranges[a] {
+                chart.draw_series(std::iter::once(Text::new(short(hi), (x, 1.02), label_style.clone())))?;
+                chart.draw_series(std::iter::once(Text::new(short(lo), (x, -0.06), label_style)))?;
             }
-            for (i, (_, values)) in runs.iter().enumerate() {
-                let color = PALETTE[i % PALETTE.len()];
-                let mut segment = Vec::new();
-                for (a, v) in values.iter().enumerate() {
-                    match (v, ranges[a]) {
-                        (Some(v), Some((lo, hi))) if v.is_finite() => segment.push((a as f64, (v - lo) / (hi - lo))),
-                        _ => {
-                            if segment.len() > 1 {
-                                chart.draw_series(std::iter::once(PathElement::new(std::mem::take(&mut segment), color.stroke_width(2))))?;
-                            }
-                            segment.clear();
+        }
+        for (i, (_, values)) in runs.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let mut segment = Vec::new();
+            for (a, v) in values.iter().enumerate() {
+                match (v, ranges[a]) {
+                    (Some(v), Some((lo, hi))) if v.is_finite() => segment.push((a as f64, (v - lo) / (hi - lo))),
+                    _ => {
+                        if segment.len() > 1 {
+                            chart.draw_series(std::iter::once(PathElement::new(std::mem::take(&mut segment), color.stroke_width(2))))?;
                         }
+                        segment.clear();
                     }
                 }
-                if segment.len() > 1 {
-                    chart.draw_series(std::iter::once(PathElement::new(segment, color.stroke_width(2))))?;
-                }
             }
-            root.present()?;
-            Ok(())
-        };
-        if let Err(e) = draw() {
-            drop(root);
-            return empty_svg(width, height, &format!("cannot draw this chart: {e}"));
+            if segment.len() > 1 {
+                chart.draw_series(std::iter::once(PathElement::new(segment, color.stroke_width(2))))?;
+            }
         }
-    }
-    svg
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -343,14 +348,31 @@ mod tests {
             y_label: "eval_loss".into(),
             log_y: true,
             smoothing: 0.5,
-            series: vec![Series { name: "실행 1".into(), points: vec![(1.0, 2.0), (2.0, f64::NAN), (3.0, 0.5), (4.0, -1.0)] }],
+            series: vec![Series {
+                name: "실행 1".into(),
+                points: vec![(1.0, 2.0), (2.0, f64::NAN), (3.0, 0.5), (4.0, -1.0)],
+            }],
         };
         let svg = chart.svg(640, 360);
-        assert!(svg.starts_with("<svg") && svg.contains("평가 손실") && svg.contains("Noto Sans CJK KR"), "{svg}");
-        let empty = LineChart { series: vec![Series { name: "x".into(), points: vec![(1.0, -2.0)] }], ..chart };
+        assert!(
+            svg.starts_with("<svg") && svg.contains("평가 손실") && svg.contains("Noto Sans CJK KR"),
+            "{svg}"
+        );
+        let empty = LineChart {
+            series: vec![Series {
+                name: "x".into(),
+                points: vec![(1.0, -2.0)],
+            }],
+            ..chart
+        };
         assert!(empty.svg(640, 360).contains("no positive finite values"));
         assert!(scatter_svg("t", "lr", "loss", &[], 300, 200).contains("no runs"));
-        let par = parallel_svg(&["lr".into(), "rank".into(), "손실".into()], &[("a".into(), vec![Some(0.1), Some(4.0), None])], 600, 300);
+        let par = parallel_svg(
+            &["lr".into(), "rank".into(), "손실".into()],
+            &[("a".into(), vec![Some(0.1), Some(4.0), None])],
+            600,
+            300,
+        );
         assert!(par.contains("손실"), "{par}");
     }
 }
