@@ -228,6 +228,25 @@ impl Artifacts {
         Ok(files)
     }
 
+    /// Copies every file of this store into `dest` (same paths), streaming each one; returns the
+    /// number of files and bytes. Files written meanwhile may or may not be included.
+    pub async fn copy_all_to(&self, dest: &Artifacts) -> Result<(u64, u64)> {
+        let files: Vec<Path> = self.store.list(None).map_ok(|m| m.location).try_collect().await?;
+        let (mut count, mut bytes) = (0, 0);
+        for location in files {
+            let path = ArtifactPath(location);
+            let (_, stream) = match self.get(&path).await {
+                Ok(found) => found,
+                // Deleted since the listing.
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            bytes += dest.put_stream(&path, stream).await?;
+            count += 1;
+        }
+        Ok((count, bytes))
+    }
+
     /// Deletes a file, or a folder with everything below it. Deleting nothing is not an error;
     /// deleting the whole root is refused.
     pub async fn delete(&self, path: &ArtifactPath) -> Result<()> {

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod artifacts;
 pub mod auth;
+pub mod backup;
 pub mod error;
 pub mod http;
 pub mod observability;

@@ -32,6 +32,35 @@ enum Command {
     /// Promotes registered model versions through their gate rules (works on the store directly).
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Writes the metadata (one consistent snapshot) and the artifact files into a new folder;
+    /// the server may run.
+    Backup {
+        /// The folder to create (it must not exist or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+    },
+    /// Restores a backup folder into an empty store and artifact root (SQLite and Postgres
+    /// backups restore into either).
+    Restore {
+        /// The backup folder (made by `tracker backup`).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        artifacts: ArtifactArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ArtifactArgs {
+    /// Artifact root: a folder, file:///abs/path or s3://bucket/prefix.
+    #[arg(long, default_value = "tracker-data/artifacts", env = "TRACKER_ARTIFACTS_DESTINATION")]
+    artifacts_destination: String,
 }
 
 #[derive(Subcommand)]
@@ -191,6 +220,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Study(cmd) => study(cmd).await,
         Command::Worker(cmd) => worker(cmd).await,
         Command::Model(cmd) => model(cmd).await,
+        Command::Backup { out, store, artifacts } => {
+            let (store, artifacts) = (store.open().await?, Artifacts::open(&artifacts.artifacts_destination)?);
+            let m = tracker::backup::backup(&store, &artifacts, &out).await?;
+            println!("Backed up {} rows and {} artifact files ({} bytes) into {}", m.tables.values().sum::<u64>(), m.artifact_files, m.artifact_bytes, out.display());
+            Ok(())
+        }
+        Command::Restore { from, store, artifacts } => {
+            let (store, artifacts) = (store.open().await?, Artifacts::open(&artifacts.artifacts_destination)?);
+            let m = tracker::backup::restore(&from, &store, &artifacts).await?;
+            println!("Restored {} rows and {} artifact files ({} bytes) from {}", m.tables.values().sum::<u64>(), m.artifact_files, m.artifact_bytes, from.display());
+            Ok(())
+        }
     }
 }
 

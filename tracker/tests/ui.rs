@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use common::{Backend, TestServer};
-use serde_json::{json, Value};
+use serde_json::json;
 
-const T0: i64 = 1_700_000_000_000;
+use common::{seed_runs, seed_study, T0};
 
 /// Replaces what changes from run to run (32-hex run ids, wall-clock times) with stable names.
 fn normalize(html: &str) -> String {
@@ -88,76 +88,6 @@ async fn page(s: &TestServer, path: &str) -> (u16, String) {
     (status, resp.text().await.expect("body"))
 }
 
-async fn tracker_post(s: &TestServer, path: &str, body: Value) -> Value {
-    s.send(s.client.post(s.url(&format!("/api/tracker/{path}"))).json(&body)).await.ok()
-}
-
-/// Three runs with params, metric histories (one named in Korean), artifacts and a dataset.
-async fn seed_runs(s: &TestServer) -> (String, Vec<String>) {
-    let exp = s.create_experiment("한국어 실험").await;
-    let mut runs = Vec::new();
-    for (i, lr) in [0.001, 0.003, 0.03].into_iter().enumerate() {
-        let run = s.post("runs/create", json!({"experiment_id": exp, "start_time": T0 + i as i64, "run_name": format!("실행-{i}")})).await.ok()["run"]["info"]["run_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let metrics: Vec<Value> = (1..=5)
-            .flat_map(|step| {
-                let loss = (f64::log10(lr) + 2.5).powi(2) + 2.0 / step as f64;
-                [json!({"key": "eval_loss", "value": loss, "timestamp": T0 + step * 1000, "step": step}), json!({"key": "정확도", "value": 1.0 - loss / 10.0, "timestamp": T0 + step * 1000, "step": step})]
-            })
-            .collect();
-        let params = json!([{"key": "lr", "value": lr.to_string()}, {"key": "rank", "value": if i < 2 { "8" } else { "16" }}]);
-        s.post("runs/log-batch", json!({"run_id": run, "metrics": metrics, "params": params})).await.ok();
-        s.post("runs/update", json!({"run_id": run, "status": "FINISHED", "end_time": T0 + 9000})).await.ok();
-        let root = format!("{exp}/{run}/artifacts");
-        s.put_artifact(&format!("{root}/adapter/adapter_config.json"), r#"{"r": 8, "설명": "한국어"}"#).await.ok();
-        s.put_artifact(&format!("{root}/notes.txt"), "학습 메모").await.ok();
-        runs.push(run);
-    }
-    s.post(
-        "runs/log-inputs",
-        json!({"run_id": runs[0], "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "training"}], "dataset": {"name": "ko-tasks", "digest": "abc123", "source_type": "local", "source": "{}"}}]}),
-    )
-    .await
-    .ok();
-    (exp, runs)
-}
-
-/// A six-trial ASHA study run to its end by one simulated worker.
-async fn seed_study(s: &TestServer) {
-    let spec = json!({
-        "name": "ui-study",
-        "objective": {"metric": "loss", "direction": "minimize"},
-        "space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": true}, "layers": {"type": "int", "low": 1, "high": 4}},
-        "sampler": "random",
-        "scheduler": {"kind": "asha", "min_resource": 1, "max_resource": 9, "reduction_factor": 3},
-        "max_trials": 6,
-        "seed": 3,
-        "run": {"command": ["python3", "train.py"]}
-    });
-    tracker_post(s, "studies/create", json!({"spec": spec})).await;
-    tracker_post(s, "workers/register", json!({"worker_id": "gpu-0"})).await;
-    loop {
-        let lease = tracker_post(s, "workers/lease", json!({"worker_id": "gpu-0"})).await;
-        let Some(a) = lease.get("assignment").cloned() else { break };
-        let (n, lease_id) = (a["trial"].as_u64().unwrap(), a["lease_id"].as_str().unwrap().to_owned());
-        let (lr, layers) = (a["params"]["lr"].as_f64().unwrap(), a["params"]["layers"].as_f64().unwrap());
-        let mut stopped = false;
-        for step in 1..=9u64 {
-            let value = (lr.log10() + 2.5).powi(2) + 1.0 / layers + 2.0 / step as f64;
-            let r = tracker_post(s, &format!("studies/ui-study/trials/{n}/report"), json!({"lease_id": lease_id, "step": step, "value": value})).await;
-            if r["decision"] != "continue" {
-                stopped = true;
-                break;
-            }
-        }
-        if !stopped {
-            tracker_post(s, &format!("studies/ui-study/trials/{n}/complete"), json!({"lease_id": lease_id})).await;
-        }
-    }
-}
-
 async fn every_page_renders_and_matches_its_snapshot(backend: Backend) {
     let Some(s) = common::start(backend).await else { return };
     let (exp, runs) = seed_runs(&s).await;
@@ -166,7 +96,7 @@ async fn every_page_renders_and_matches_its_snapshot(backend: Backend) {
     for run in &runs[..2] {
         s.post("model-versions/create", json!({"name": "ko-lora", "source": format!("runs:/{run}/adapter"), "run_id": run})).await.ok();
     }
-    tracker_post(&s, "models/rules/set", json!({"name": "ko-lora", "rules": ["metrics.eval_loss <= 5"]})).await;
+    s.tracker_post("models/rules/set", json!({"name": "ko-lora", "rules": ["metrics.eval_loss <= 5"]})).await;
 
     let compare = format!("/compare?runs={}&runs={}&runs={}", runs[0], runs[1], runs[2]);
     let run_page = format!("/runs/{}", runs[0]);
@@ -222,11 +152,11 @@ async fn every_page_renders_and_matches_its_snapshot(backend: Backend) {
 
     // Promotion through the form: refused by the gate, then passing, then a cross-site post.
     let form = |version: &str| s.client.post(s.url("/models/ko-lora")).header("content-type", "application/x-www-form-urlencoded").body(format!("version={version}&alias=production&reason=ui"));
-    tracker_post(&s, "models/rules/set", json!({"name": "ko-lora", "rules": ["metrics.eval_loss <= 0.1"]})).await;
+    s.tracker_post("models/rules/set", json!({"name": "ko-lora", "rules": ["metrics.eval_loss <= 0.1"]})).await;
     let refused = form("1").send().await.unwrap();
     assert_eq!(refused.status(), 412);
     assert!(unescape(&refused.text().await.unwrap()).contains("refused by rule 'metrics.eval_loss <= 0.1'"));
-    tracker_post(&s, "models/rules/set", json!({"name": "ko-lora", "rules": ["metrics.eval_loss <= 5"]})).await;
+    s.tracker_post("models/rules/set", json!({"name": "ko-lora", "rules": ["metrics.eval_loss <= 5"]})).await;
     let promoted = form("2").send().await.unwrap();
     assert_eq!(promoted.status(), 200);
     let html = unescape(&promoted.text().await.unwrap());

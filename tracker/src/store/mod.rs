@@ -16,6 +16,7 @@ pub mod experiments;
 pub mod logged_models;
 pub mod promotion;
 pub mod registry;
+pub mod backup;
 pub mod runs;
 pub mod tokens;
 pub mod webhooks;

@@ -295,6 +295,11 @@ impl TestServer {
         self.get("runs/get", &[("run_id", run_id)]).await.ok()["run"].clone()
     }
 
+    /// POST a JSON body to `/api/tracker/<path>` (studies, workers, promotion) and expect a 200.
+    pub async fn tracker_post(&self, path: &str, body: Value) -> Value {
+        self.send(self.client.post(self.url(&format!("/api/tracker/{path}"))).json(&body)).await.ok()
+    }
+
     /// PUT bytes to the artifact proxy under `path` (not percent-encoded here).
     pub async fn put_artifact(&self, path: &str, body: impl Into<reqwest::Body>) -> Reply {
         self.send(self.client.put(format!("{}/api/2.0/mlflow-artifacts/artifacts/{path}", self.base)).body(body)).await
@@ -352,4 +357,73 @@ macro_rules! both_backends {
             )*
         }
     };
+}
+
+/// Start time of seeded runs: fixed, so pages and backups of seeded data compare exactly.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// Three runs with params, metric histories (one named in Korean), artifacts and a dataset.
+pub async fn seed_runs(s: &TestServer) -> (String, Vec<String>) {
+    let exp = s.create_experiment("한국어 실험").await;
+    let mut runs = Vec::new();
+    for (i, lr) in [0.001, 0.003, 0.03].into_iter().enumerate() {
+        let run = s.post("runs/create", serde_json::json!({"experiment_id": exp, "start_time": T0 + i as i64, "run_name": format!("실행-{i}")})).await.ok()["run"]["info"]["run_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let metrics: Vec<serde_json::Value> = (1..=5)
+            .flat_map(|step| {
+                let loss = (f64::log10(lr) + 2.5).powi(2) + 2.0 / step as f64;
+                [serde_json::json!({"key": "eval_loss", "value": loss, "timestamp": T0 + step * 1000, "step": step}), serde_json::json!({"key": "정확도", "value": 1.0 - loss / 10.0, "timestamp": T0 + step * 1000, "step": step})]
+            })
+            .collect();
+        let params = serde_json::json!([{"key": "lr", "value": lr.to_string()}, {"key": "rank", "value": if i < 2 { "8" } else { "16" }}]);
+        s.post("runs/log-batch", serde_json::json!({"run_id": run, "metrics": metrics, "params": params})).await.ok();
+        s.post("runs/update", serde_json::json!({"run_id": run, "status": "FINISHED", "end_time": T0 + 9000})).await.ok();
+        let root = format!("{exp}/{run}/artifacts");
+        s.put_artifact(&format!("{root}/adapter/adapter_config.json"), r#"{"r": 8, "설명": "한국어"}"#).await.ok();
+        s.put_artifact(&format!("{root}/notes.txt"), "학습 메모").await.ok();
+        runs.push(run);
+    }
+    s.post(
+        "runs/log-inputs",
+        serde_json::json!({"run_id": runs[0], "datasets": [{"tags": [{"key": "mlflow.data.context", "value": "training"}], "dataset": {"name": "ko-tasks", "digest": "abc123", "source_type": "local", "source": "{}"}}]}),
+    )
+    .await
+    .ok();
+    (exp, runs)
+}
+
+/// A six-trial ASHA study run to its end by one simulated worker.
+pub async fn seed_study(s: &TestServer) {
+    let spec = serde_json::json!({
+        "name": "ui-study",
+        "objective": {"metric": "loss", "direction": "minimize"},
+        "space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": true}, "layers": {"type": "int", "low": 1, "high": 4}},
+        "sampler": "random",
+        "scheduler": {"kind": "asha", "min_resource": 1, "max_resource": 9, "reduction_factor": 3},
+        "max_trials": 6,
+        "seed": 3,
+        "run": {"command": ["python3", "train.py"]}
+    });
+    s.tracker_post("studies/create", serde_json::json!({"spec": spec})).await;
+    s.tracker_post("workers/register", serde_json::json!({"worker_id": "gpu-0"})).await;
+    loop {
+        let lease = s.tracker_post("workers/lease", serde_json::json!({"worker_id": "gpu-0"})).await;
+        let Some(a) = lease.get("assignment").cloned() else { break };
+        let (n, lease_id) = (a["trial"].as_u64().unwrap(), a["lease_id"].as_str().unwrap().to_owned());
+        let (lr, layers) = (a["params"]["lr"].as_f64().unwrap(), a["params"]["layers"].as_f64().unwrap());
+        let mut stopped = false;
+        for step in 1..=9u64 {
+            let value = (lr.log10() + 2.5).powi(2) + 1.0 / layers + 2.0 / step as f64;
+            let r = s.tracker_post(&format!("studies/ui-study/trials/{n}/report"), serde_json::json!({"lease_id": lease_id, "step": step, "value": value})).await;
+            if r["decision"] != "continue" {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
+            s.tracker_post(&format!("studies/ui-study/trials/{n}/complete"), serde_json::json!({"lease_id": lease_id})).await;
+        }
+    }
 }
