@@ -2,7 +2,11 @@
 //!
 //! * `tracker_http_requests_total{method,route,status}`: requests answered;
 //! * `tracker_http_request_duration_seconds{method,route}`: latency histogram;
-//! * `tracker_db_pool_connections{pool,state}`: open connections of each pool, idle or in use.
+//! * `tracker_db_pool_connections{pool,state}`: open connections of each pool, idle or in use;
+//! * `tracker_study_trials{study,state}`: trials of each study by state;
+//! * `tracker_study_waiting_trials{study}`: trials of a running study that a worker could start
+//!   now (requeued ones plus those not yet sampled): the queue depth that autoscalers (KEDA, HPA
+//!   on external metrics) size GPU worker pools by.
 //!
 //! `route` is the route's pattern (`/api/2.0/mlflow-artifacts/artifacts/{*path}`), never the raw
 //! path, so the number of series stays bounded; requests refused by auth before routing are
@@ -43,6 +47,17 @@ struct PoolLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StudyStateLabels {
+    study: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StudyLabels {
+    study: String,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// Request counters, latency histograms and pool gauges.
@@ -52,6 +67,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
     pool: Family<PoolLabels, Gauge>,
+    study_trials: Family<StudyStateLabels, Gauge>,
+    study_waiting: Family<StudyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -64,7 +81,11 @@ impl Default for Metrics {
         registry.register("tracker_http_requests", "HTTP requests answered", requests.clone());
         registry.register("tracker_http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register("tracker_db_pool_connections", "Open database connections by pool and state", pool.clone());
-        Metrics { registry, requests, latency, pool }
+        let study_trials = Family::<StudyStateLabels, Gauge>::default();
+        let study_waiting = Family::<StudyLabels, Gauge>::default();
+        registry.register("tracker_study_trials", "Trials of each study by state", study_trials.clone());
+        registry.register("tracker_study_waiting_trials", "Trials of a running study that a worker could start now", study_waiting.clone());
+        Metrics { registry, requests, latency, pool, study_trials, study_waiting }
     }
 }
 
@@ -104,12 +125,36 @@ pub async fn record_route(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Sets the study gauges from the store: trials by state, and the waiting trials of running
+/// studies. Finished or deleted studies drop out.
+async fn study_gauges(app: &AppState) -> crate::Result<()> {
+    let counts = app.store.trial_counts().await?;
+    let studies = app.store.list_studies().await?;
+    app.metrics.study_trials.clear();
+    app.metrics.study_waiting.clear();
+    for (study, state, n) in &counts {
+        app.metrics.study_trials.get_or_create(&StudyStateLabels { study: study.clone(), state: state.clone() }).set(*n);
+    }
+    for s in studies.iter().filter(|s| s.status == "running") {
+        let Ok(spec) = serde_json::from_str::<api::studies::StudySpec>(&s.spec) else { continue };
+        let of = |state: &str| counts.iter().filter(|(st, sa, _)| *st == s.name && sa == state).map(|(.., n)| *n).sum::<i64>();
+        let created: i64 = counts.iter().filter(|(st, ..)| *st == s.name).map(|(.., n)| *n).sum();
+        let not_sampled = (spec.max_trials as i64 - created).max(0);
+        let room = spec.max_concurrent.map_or(i64::MAX, |m| (m as i64 - of("running")).max(0));
+        app.metrics.study_waiting.get_or_create(&StudyLabels { study: s.name.clone() }).set((of("queued") + not_sampled).min(room));
+    }
+    Ok(())
+}
+
 /// `GET /metrics`.
 pub async fn metrics_endpoint(State(app): State<AppState>) -> Response {
     for (pool, size, idle) in app.store.pool_stats() {
         let gauge = |state: &str| app.metrics.pool.get_or_create(&PoolLabels { pool: pool.to_owned(), state: state.to_owned() }).clone();
         gauge("idle").set(idle as i64);
         gauge("in_use").set(size as i64 - idle as i64);
+    }
+    if let Err(e) = study_gauges(&app).await {
+        tracing::warn!(error = %e, "reading the studies for /metrics failed; their gauges are left out");
     }
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &app.metrics.registry) {

@@ -493,3 +493,37 @@ async fn finished_study_registers_and_promotes_its_best_trial_sqlite() {
 async fn finished_study_registers_and_promotes_its_best_trial_postgres() {
     finished_study_registers_and_promotes_its_best_trial(Backend::Postgres).await;
 }
+
+async fn metrics(s: &TestServer) -> String {
+    s.send(s.client.get(s.url("/metrics"))).await.text
+}
+
+/// `/metrics` carries each study's trials by state and its queue depth, what autoscalers of GPU
+/// worker pools read; a paused study asks for no workers.
+async fn metrics_show_trials_and_queue_depth(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    call(&s, "studies/create", json!({"spec": spec("depth", json!({"max_trials": 5, "max_concurrent": 3}))})).await.ok();
+    let text = metrics(&s).await;
+    assert!(text.lines().any(|l| l == "tracker_study_waiting_trials{study=\"depth\"} 3"), "limited by max_concurrent:\n{text}");
+    register(&s, "w1").await;
+    register(&s, "w2").await;
+    lease(&s, "w1").await;
+    lease(&s, "w2").await;
+    let text = metrics(&s).await;
+    assert!(text.lines().any(|l| l == "tracker_study_trials{study=\"depth\",state=\"running\"} 2"), "{text}");
+    assert!(text.lines().any(|l| l == "tracker_study_waiting_trials{study=\"depth\"} 1"), "{text}");
+    call(&s, "studies/pause", json!({"name": "depth"})).await.ok();
+    let text = metrics(&s).await;
+    assert!(!text.contains("tracker_study_waiting_trials{study=\"depth\"}"), "{text}");
+    assert!(text.lines().any(|l| l == "tracker_study_trials{study=\"depth\",state=\"running\"} 2"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_show_trials_and_queue_depth_sqlite() {
+    metrics_show_trials_and_queue_depth(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn metrics_show_trials_and_queue_depth_postgres() {
+    metrics_show_trials_and_queue_depth(Backend::Postgres).await;
+}
