@@ -163,6 +163,11 @@ impl Plan {
         Ok(Plan { spec, space, direction, sampler, scheduler, milestones })
     }
 
+    /// The ASHA milestones (rungs below the full resource); empty for FIFO and median.
+    pub fn milestones(&self) -> &[u64] {
+        &self.milestones
+    }
+
     fn max_resource(&self) -> Option<u64> {
         self.spec.scheduler.max_resource
     }

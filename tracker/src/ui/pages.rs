@@ -20,7 +20,7 @@ use crate::search::{parse_registry_filter, parse_run_filter, parse_run_order_by,
 use crate::store::audit::ChangeBy;
 use crate::store::experiments::ViewType;
 use crate::store::promotion::Promotion;
-use crate::studies::{LeaseTiming, Studies};
+use crate::studies::{LeaseTiming, Plan, Studies};
 use crate::AppState;
 
 type PageResult = Result<Response, PageError>;
@@ -808,21 +808,15 @@ pub(super) struct StudyPage {
     pub(super) live: bool,
 }
 
-/// The ASHA milestones of a study's scheduler, empty for FIFO and median.
+/// The steps a study's trials are judged at, as the tracker's plan has them, with the full
+/// resource last; empty for FIFO and median.
 fn milestones(spec: &api::studies::StudySpec) -> Vec<u64> {
-    let s = &spec.scheduler;
-    if !s.kind.starts_with("asha") && !s.kind.starts_with("hyperband") {
-        return Vec::new();
+    let Ok(plan) = Plan::compile(spec.clone()) else { return Vec::new() };
+    let mut marks = plan.milestones().to_vec();
+    if let (Some(max), false) = (spec.scheduler.max_resource, marks.is_empty()) {
+        marks.push(max);
     }
-    let (Some(max), eta) = (s.max_resource, s.reduction_factor.unwrap_or(3).max(2)) else { return Vec::new() };
-    let mut m = s.min_resource.unwrap_or(1).max(1);
-    let mut out = Vec::new();
-    while m < max {
-        out.push(m);
-        m = m.saturating_mul(eta);
-    }
-    out.push(max);
-    out
+    marks
 }
 
 /// Ranks with ties averaged (for Spearman's correlation).
@@ -1173,7 +1167,7 @@ mod tests {
     #[test]
     fn asha_milestones_follow_the_spec() {
         let spec: api::studies::StudySpec = serde_json::from_value(serde_json::json!({
-            "name": "s", "objective": {"metric": "m", "direction": "minimize"}, "space": {}, "max_trials": 1,
+            "name": "s", "objective": {"metric": "m", "direction": "minimize"}, "space": {"lr": {"type": "float", "low": 0.001, "high": 0.1}}, "max_trials": 1,
             "scheduler": {"kind": "asha", "min_resource": 100, "max_resource": 400, "reduction_factor": 2}, "run": {"command": ["x"]}
         }))
         .unwrap();
