@@ -678,11 +678,15 @@ impl TrackerClient {
     /// `model-versions/get-download-uri` answers) into the folder `dest`, keeping the structure,
     /// and returns the number of files.
     pub async fn download_artifact_uri(&self, uri: &str, dest: &Path) -> Result<usize> {
-        let root = proxy_path(uri)?;
+        self.download_tree(&proxy_path(uri)?, dest).await
+    }
+
+    /// Downloads every file below the proxy folder `dir` into `dest`, keeping the structure.
+    async fn download_tree(&self, dir: &str, dest: &Path) -> Result<usize> {
         let mut files = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(rel) = pending.pop() {
-            let full = if rel.is_empty() { root.clone() } else { format!("{root}/{rel}") };
+            let full = if rel.is_empty() { dir.to_owned() } else { format!("{dir}/{rel}") };
             for entry in self.proxy_listing(&full).await? {
                 let name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
                 let path = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
@@ -696,7 +700,7 @@ impl TrackerClient {
         tokio::fs::create_dir_all(dest).await.map_err(io_error(dest))?;
         for file in &files {
             // `artifact_url` refuses `..` and absolute names a hostile listing might hold.
-            self.download_url(self.artifact_url(&root, file)?, file, &dest.join(file)).await?;
+            self.download_url(self.artifact_url(dir, file)?, file, &dest.join(file)).await?;
         }
         Ok(files.len())
     }
@@ -723,14 +727,14 @@ impl TrackerClient {
     /// structure below `path`, and returns the number of files. An empty or missing folder
     /// downloads nothing.
     pub async fn download_artifact_dir(&self, run_id: &str, path: &str, dest: &Path) -> Result<usize> {
+        let root = self.artifact_root(run_id).await?;
         let prefix = path.trim_matches('/');
-        let files = self.list_artifacts_recursive(run_id, prefix).await?;
-        tokio::fs::create_dir_all(dest).await.map_err(io_error(dest))?;
-        for file in &files {
-            let below = if prefix.is_empty() { file.path.as_str() } else { file.path.strip_prefix(prefix).unwrap_or(&file.path).trim_start_matches('/') };
-            self.download_artifact(run_id, &file.path, &dest.join(below)).await?;
+        if prefix.is_empty() {
+            return self.download_tree(&root, dest).await;
         }
-        Ok(files.len())
+        // Same checks as for a file path: no traversal out of the run's folder.
+        self.artifact_url(&root, prefix)?;
+        self.download_tree(&format!("{root}/{prefix}"), dest).await
     }
 
     /// Uploads the local file or folder `local` under the artifact folder `artifact_dir` of a run:
