@@ -139,26 +139,28 @@ def _load_all_images(driver):
     WebDriverWait(driver, 30).until(lambda d: not _images_loaded(d))
 
 
-def _submit(driver, element, keys):
-    """Types into a form field and waits for the page the form loads."""
+def _navigate(driver, action):
+    """Runs `action` (a click, an Enter) and waits for the page it loads."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = driver.find_element(By.TAG_NAME, "html")
-    element.send_keys(keys)
-    WebDriverWait(driver, 30).until(ec.staleness_of(old))
+    action()
+    # While the old page goes away, chromedriver may answer the staleness check with a generic
+    # "node does not belong to the document" error instead of a stale-element one: poll on.
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(ec.staleness_of(old))
+
+
+def _submit(driver, element, keys):
+    """Types into a form field and waits for the page the form loads."""
+    _navigate(driver, lambda: element.send_keys(keys))
 
 
 def _click(driver, element):
     """Clicks a link or button and waits for the page it loads."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 30).until(ec.staleness_of(old))
+    _navigate(driver, element.click)
 
 
 def test_every_page_in_a_browser(browser, shots, client, server, uniq):
