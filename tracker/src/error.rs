@@ -85,7 +85,11 @@ impl From<store::Error> for Error {
             store::Error::AlreadyExists(m) => Error::AlreadyExists(m),
             store::Error::Invalid(m) => Error::InvalidParameter(m),
             store::Error::Conflict(m) => Error::Conflict(m),
-            store::Error::Db(sqlx::Error::PoolTimedOut) => Error::Unavailable("database busy, retry".into()),
+            e if e.is_transient() => {
+                // Logged, because a steady stream of these means the database is undersized.
+                tracing::warn!(error = %e, "database momentarily unavailable; answered 503");
+                Error::Unavailable("database busy, retry".into())
+            }
             store::Error::Db(e) => Error::Internal(e.into()),
         }
     }
@@ -112,6 +116,11 @@ impl IntoResponse for Error {
             self.to_string()
         };
         let body = api::ErrorBody { error_code: code.to_owned(), message };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Workers and the mlflow client back off and retry a 503; one second is a hint.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -371,22 +372,30 @@ fn soak() -> Duration {
     Duration::from_secs(std::env::var("TRACKER_TEST_SOAK_S").ok().and_then(|v| v.parse().ok()).unwrap_or(60))
 }
 
+/// A worker agent's call: it retries a 503 as the agent does, and counts those in `busy`.
+async fn worker_call(s: &TestServer, path: &str, body: Value, busy: &AtomicU32) -> Value {
+    let (reply, retries) = s.send_retrying_unavailable(s.client.post(s.url(&format!("/api/tracker/{path}"))).json(&body)).await;
+    busy.fetch_add(retries, Ordering::Relaxed);
+    reply.ok()
+}
+
 async fn concurrent_workers_never_share_a_trial(backend: Backend) {
     let Some(s) = common::start(backend).await else { return };
     let spec = spec("soak", json!({"max_trials": 100000, "scheduler": {"kind": "fifo"}}));
     call(&s, "studies/create", json!({"spec": spec})).await.ok();
     let s = Arc::new(s);
     let running: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let busy = Arc::new(AtomicU32::new(0));
     let deadline = Instant::now() + soak();
     let mut tasks = Vec::new();
     for w in 0..100 {
-        let (s, running) = (s.clone(), running.clone());
+        let (s, running, busy) = (s.clone(), running.clone(), busy.clone());
         tasks.push(tokio::spawn(async move {
             let id = format!("sim-{w}");
             register(&s, &id).await;
             let mut done = 0u64;
             while Instant::now() < deadline {
-                let l = lease(&s, &id).await;
+                let l = worker_call(&s, "workers/lease", json!({"worker_id": id}), &busy).await;
                 let Some(a) = l.get("assignment") else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -395,10 +404,11 @@ async fn concurrent_workers_never_share_a_trial(backend: Backend) {
                 assert!(running.lock().unwrap().insert(n), "trial {n} leased to two workers at once");
                 let lease_id = a["lease_id"].as_str().unwrap().to_owned();
                 for step in 1..=2u64 {
-                    trial_call(&s, "soak", n, "report", json!({"lease_id": lease_id, "step": step, "value": loss(&a["params"], step)})).await.ok();
+                    let body = json!({"lease_id": lease_id, "step": step, "value": loss(&a["params"], step)});
+                    worker_call(&s, &format!("studies/soak/trials/{n}/report"), body, &busy).await;
                 }
                 assert!(running.lock().unwrap().remove(&n));
-                trial_call(&s, "soak", n, "complete", json!({"lease_id": lease_id})).await.ok();
+                worker_call(&s, &format!("studies/soak/trials/{n}/complete"), json!({"lease_id": lease_id}), &busy).await;
                 done += 1;
             }
             done
@@ -412,7 +422,7 @@ async fn concurrent_workers_never_share_a_trial(backend: Backend) {
     let trials = body["trials"].as_array().unwrap();
     assert_eq!(trials.iter().filter(|t| t["state"] == "complete").count() as u64, total);
     assert!(trials.iter().all(|t| t["attempt"] == 1), "no trial was started twice");
-    eprintln!("{backend:?}: 100 workers completed {total} trials in {:?}", soak());
+    eprintln!("{backend:?}: 100 workers completed {total} trials in {:?}; {} calls answered 503 and retried", soak(), busy.load(Ordering::Relaxed));
     assert!(total >= 100, "the workers made progress");
 }
 

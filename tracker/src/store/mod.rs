@@ -68,6 +68,28 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl Error {
+    /// Whether the failure is the database being momentarily unable to serve, so that the same
+    /// request can succeed when retried: no pooled connection within the timeout, a lost
+    /// connection, SQLite's busy or locked database, and Postgres' serialization failures,
+    /// deadlock victims, lock timeouts, connection limits and a server starting or shutting down.
+    pub fn is_transient(&self) -> bool {
+        let Error::Db(e) = self else { return false };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                // SQLite reports extended result codes; the primary code is the low byte.
+                let sqlite_primary = code.parse::<u32>().ok().map(|c| c & 0xff);
+                matches!(sqlite_primary, Some(5 | 6)) // SQLITE_BUSY, SQLITE_LOCKED
+                    || matches!(code, "40001" | "40P01" | "55P03" | "53300" | "57P01" | "57P02" | "57P03")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result with the store's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -291,6 +313,26 @@ mod tests {
         assert_eq!(decode_offset_token(None).unwrap(), 0);
         assert!(decode_offset_token(Some("!!!")).is_err());
         assert!(decode_offset_token(Some(&base64::engine::general_purpose::STANDARD.encode("{\"offset\": -1}"))).is_err());
+    }
+
+    /// A write that meets another process's write lock is retryable (503), a broken rule is not.
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_transient_and_a_constraint_is_not() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let connect = || async { AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap() };
+        let (holder, other) = (connect().await, connect().await);
+        sqlx::query("create table t (id integer primary key)").execute(&holder).await.unwrap();
+        sqlx::query("pragma busy_timeout = 0").execute(&other).await.unwrap();
+        let mut lock = holder.begin().await.unwrap();
+        sqlx::query("insert into t values (1)").execute(&mut *lock).await.unwrap();
+        let busy = Error::from(sqlx::query("insert into t values (2)").execute(&other).await.unwrap_err());
+        assert!(busy.is_transient(), "{busy}");
+        lock.commit().await.unwrap();
+        let duplicate = Error::from(sqlx::query("insert into t values (1)").execute(&other).await.unwrap_err());
+        assert!(!duplicate.is_transient(), "{duplicate}");
+        assert!(!Error::NotFound("x".into()).is_transient());
     }
 
     #[test]

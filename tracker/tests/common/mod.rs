@@ -138,10 +138,42 @@ impl Drop for TestServer {
 pub async fn start(backend: Backend) -> Option<TestServer> {
     // Server logs (5xx details included) go to the test's captured output; RUST_LOG filters them.
     let _ = tracing_subscriber::fmt()
-        .with_test_writer()
+        .with_writer(|| LogTee)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .try_init();
     start_with_auth(backend, Auth::default()).await
+}
+
+/// The last lines the servers of this test binary logged, so that an assertion on a 5xx can
+/// show the cause where CI prints only the panic message.
+static SERVER_LOG: std::sync::Mutex<std::collections::VecDeque<String>> = std::sync::Mutex::new(std::collections::VecDeque::new());
+const SERVER_LOG_LINES: usize = 20;
+
+/// Writes each log line to the test's captured output and keeps it in [`SERVER_LOG`].
+struct LogTee;
+
+impl std::io::Write for LogTee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        print!("{text}");
+        let mut log = SERVER_LOG.lock().unwrap_or_else(|e| e.into_inner());
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if log.len() == SERVER_LOG_LINES {
+                log.pop_front();
+            }
+            log.push_back(line.to_owned());
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The servers' recent log lines, oldest first.
+pub fn recent_server_log() -> String {
+    SERVER_LOG.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
 /// Starts a server on `backend` with the given authentication settings.
@@ -248,13 +280,31 @@ impl TestServer {
         let status = resp.status();
         let text = resp.text().await.expect("read body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        assert!(!status.is_server_error(), "server error {status}: {text}");
+        assert!(!status.is_server_error(), "server error {status}: {text}\nrecent server log:\n{}", recent_server_log());
         Reply { status, text, json }
     }
 
     /// Sends any request and reads the reply. Every helper asserts that no reply is a 5xx.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
         Self::reply(req.send().await.expect("request sent")).await
+    }
+
+    /// Sends as the worker agent does: a 503 (the database momentarily busy) is retried after a
+    /// short wait, up to a minute; any other reply is returned as [`TestServer::send`] returns it.
+    /// Returns the reply and how many 503s came before it.
+    pub async fn send_retrying_unavailable(&self, req: reqwest::RequestBuilder) -> (Reply, u32) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut retries = 0;
+        loop {
+            let attempt = req.try_clone().expect("a request with a buffered body");
+            let resp = attempt.send().await.expect("request sent");
+            if resp.status() == StatusCode::SERVICE_UNAVAILABLE && std::time::Instant::now() < deadline {
+                retries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            return (Self::reply(resp).await, retries);
+        }
     }
 
     /// POST a JSON body to `/api/2.0/mlflow/<path>`.
