@@ -1,5 +1,7 @@
 //! `tracker`: the tracking server's command line.
 
+mod demo;
+
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -18,6 +20,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the whole product on this machine: the tracker on SQLite, local workers, and a Korean
+    /// LoRA study to its end, with the best adapter registered and promoted. Run it again to resume.
+    Demo(demo::DemoArgs),
     /// Runs the server (the flags of `mlflow server`).
     Serve(ServeArgs),
     /// Creates, lists and revokes API tokens (works on the store directly; the server may run).
@@ -210,11 +215,14 @@ struct ServeArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
-        .init();
     let cli = Cli::parse();
+    // The demo prints its own progress; the server's request log would drown it.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info,sqlx=warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
+        .init();
     match cli.command {
+        Command::Demo(args) => demo::demo(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Token(cmd) => token(cmd).await,
         Command::Study(cmd) => study(cmd).await,
