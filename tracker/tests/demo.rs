@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tracker::store::{BackendUri, Store};
 
-/// The `worker` binary, built beside this package's `tracker` (a no-op when the workspace build
-/// made it already, as `bash tests/run.sh` does).
+/// Makes sure the `worker` binary is beside this package's `tracker` (a no-op when the workspace
+/// build made it already, as `bash tests/run.sh` does).
 fn worker_bin() -> PathBuf {
     let tracker = Path::new(env!("CARGO_BIN_EXE_tracker"));
     let worker = tracker.with_file_name("worker");
@@ -52,14 +52,14 @@ struct Demo {
 }
 
 impl Demo {
+    /// Starts `tracker demo`, which finds `worker` beside itself, as after `cargo build`.
     fn start(data: &Path, spec: &Path) -> Demo {
+        worker_bin();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracker"))
             .args(["demo", "--port", "0", "--exit-when-done", "--data-dir"])
             .arg(data)
             .arg("--spec")
             .arg(spec)
-            .arg("--worker-bin")
-            .arg(worker_bin())
             .env_remove("RUST_LOG")
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::piped())
