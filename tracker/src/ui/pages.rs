@@ -950,15 +950,8 @@ pub(super) async fn study_best_chart(State(app): State<AppState>, Path(name): Pa
     let pairs = query_pairs(&uri);
     let (info, trials) = Studies::new(&app.store, LeaseTiming::default()).get(&name).await?;
     let maximize = info.spec.objective.direction == "maximize";
-    let mut best: Option<f64> = None;
-    let mut points = Vec::new();
-    for t in trials.iter().filter(|t| t.state == "complete") {
-        if let Some(v) = t.value.filter(|v| v.is_finite()) {
-            let b = best.map_or(v, |b| if maximize { b.max(v) } else { b.min(v) });
-            best = Some(b);
-            points.push((t.number as f64, b));
-        }
-    }
+    let completed = trials.iter().filter(|t| t.state == "complete").filter_map(|t| Some((t.number, t.value?)));
+    let points = best_so_far(completed, maximize, trials.last().map(|t| t.number));
     let chart = LineChart {
         title: format!("best {} so far", info.spec.objective.metric),
         x_label: "trial".into(),
@@ -969,6 +962,31 @@ pub(super) async fn study_best_chart(State(app): State<AppState>, Path(name): Pa
     };
     let (w, h) = chart_size(&pairs);
     Ok(svg(chart.svg(w, h)))
+}
+
+/// The best-so-far curve of completed trials `(number, value)` in trial order, as steps: the best
+/// value holds flat until the trial that beats it, and on to `last_trial`.
+fn best_so_far(completed: impl Iterator<Item = (u64, f64)>, maximize: bool, last_trial: Option<u64>) -> Vec<(f64, f64)> {
+    let mut best: Option<f64> = None;
+    let mut points = Vec::new();
+    for (number, v) in completed.filter(|(_, v)| v.is_finite()) {
+        let x = number as f64;
+        let better = best.is_none_or(|b| if maximize { v > b } else { v < b });
+        if !better {
+            continue;
+        }
+        if let Some(prev) = best {
+            points.push((x, prev));
+        }
+        best = Some(v);
+        points.push((x, v));
+    }
+    if let (Some(b), Some(last)) = (best, last_trial) {
+        if points.last().is_some_and(|p| p.0 < last as f64) {
+            points.push((last as f64, b));
+        }
+    }
+    points
 }
 
 /// Every trial's reports of the objective by step: ASHA's rungs show as the steps where curves stop.
@@ -1128,6 +1146,17 @@ pub(super) async fn promote(State(app): State<AppState>, Path(name): Path<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_so_far_is_a_step_curve_to_the_last_trial() {
+        let completed = [(0, 3.0), (2, 4.0), (3, 2.0), (5, f64::NAN), (6, 1.5)];
+        assert_eq!(
+            best_so_far(completed.into_iter(), false, Some(8)),
+            vec![(0.0, 3.0), (3.0, 3.0), (3.0, 2.0), (6.0, 2.0), (6.0, 1.5), (8.0, 1.5)]
+        );
+        assert_eq!(best_so_far(completed.into_iter(), true, Some(6)), vec![(0.0, 3.0), (2.0, 3.0), (2.0, 4.0), (6.0, 4.0)]);
+        assert!(best_so_far(std::iter::empty(), false, Some(3)).is_empty());
+    }
 
     #[test]
     fn times_and_values_read_well() {
