@@ -253,7 +253,7 @@ fn param_text(v: &serde_json::Value) -> String {
 }
 
 async fn print_summary(store: &Store, base: &str, info: &StudyInfo, trials: &[TrialInfo], took: Duration) -> anyhow::Result<()> {
-    println!("\n== Study '{}' {} in {:.1} min: {} ==", info.name, info.status, took.as_secs_f64() / 60.0, counts(info));
+    println!("\n== Study '{}' {}: {} (this run of the demo: {:.1} min) ==", info.name, info.status, counts(info), took.as_secs_f64() / 60.0);
     let Some(best) = &info.best else {
         println!("No trial completed, so there is no best adapter.");
         return Ok(());
