@@ -92,18 +92,22 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("Tracker and UI: {base}/   (data in {})", data_dir.display());
 
     let name = spec.name.clone();
-    match studies.info(&name).await {
-        Ok(info) => println!("Resuming study '{name}' ({}; {}).", info.status, counts(&info)),
+    let info = match studies.info(&name).await {
+        Ok(info) => {
+            println!("Resuming study '{name}' ({}; {}).", info.status, counts(&info));
+            info
+        }
         Err(tracker::Error::NotFound(_)) => {
-            studies.create(spec).await.map_err(|e| anyhow::anyhow!("{spec_source}: {e}"))?;
+            let info = studies.create(spec).await.map_err(|e| anyhow::anyhow!("{spec_source}: {e}"))?;
             println!("Created study '{name}' from {spec_source}.");
+            info
         }
         Err(e) => return Err(anyhow::anyhow!("{e}")),
-    }
+    };
     println!("Study page: {base}/studies/{name}");
 
     let mut workers = Vec::new();
-    if studies.info(&name).await.map_err(|e| anyhow::anyhow!("{e}"))?.status == "running" {
+    if info.status == "running" {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).div_ceil(args.workers).max(1);
         for i in 0..args.workers {
             // A worker paused by a previous run's failures gets another chance.
