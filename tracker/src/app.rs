@@ -23,8 +23,6 @@ pub struct App {
     pub lease_timing: LeaseTiming,
     /// Wakes the webhook delivery task.
     pub webhooks: crate::webhooks::Dispatcher,
-    /// Downsampled long metric histories of the UI's charts.
-    pub charts: crate::ui::ChartCache,
 }
 
 /// Cheap-to-clone handle that handlers take as `State(app): State<AppState>`.
@@ -46,7 +44,7 @@ impl AppState {
 
     /// Wraps the components, with leases of the given lifetime.
     pub fn with_lease_timing(store: Store, artifacts: Artifacts, auth: Auth, lease_timing: LeaseTiming) -> Self {
-        let app = Arc::new(App { store, artifacts, auth, metrics: Metrics::default(), lease_timing, webhooks: Default::default(), charts: Default::default() });
+        let app = Arc::new(App { store, artifacts, auth, metrics: Metrics::default(), lease_timing, webhooks: Default::default() });
         // Runs until this state is dropped.
         crate::webhooks::Dispatcher::start(&app);
         AppState(app)

@@ -187,35 +187,43 @@ fn normalize_replaces_ids_and_times_only() {
     assert_eq!(normalize(html), "a RUN0 b TIME RUN0 ffffffffffffffffffffffffffffffff0 실행");
 }
 
-/// Long histories reach charts as min-max spans computed in the store: every spike survives, and
-/// continuing after the last metric id reads only what was logged since.
+/// Long histories reach charts as min-max spans computed in the store, from the blocks kept
+/// while logging: every spike survives, and blocks continue across batches.
 async fn long_histories_are_charted_from_min_max_spans(backend: Backend) {
-    use tracker::store::runs::NewMetric;
+    use tracker::store::runs::{NewMetric, POINTS_PER_BLOCK};
     let Some(s) = common::start(backend).await else { return };
     let exp = s.create_experiment("long").await;
     let run = s.create_run(&exp).await;
     let point = |step: i64, value: f64| NewMetric { key: "loss".into(), value, timestamp: T0 + step, step, dataset_name: None, dataset_digest: None, model_id: None };
-    let points: Vec<NewMetric> = (0..5000).map(|step| point(step, if step == 2503 { 1000.0 } else { (step % 100) as f64 })).collect();
+    let points: Vec<NewMetric> = (0..5000).map(|step| point(step, if step == 2503 { 7777.0 } else { (step % 100) as f64 })).collect();
     s.store.log_batch(&run, &points, &[], &[]).await.unwrap();
     s.store.log_batch(&run, &[point(4000, f64::NAN)], &[], &[]).await.unwrap();
-    assert_eq!(s.store.metric_span(&run, "loss", false).await.unwrap(), (5001, 0, 4999));
 
-    let (spans, last) = s.store.metric_envelope(&run, "loss", false, (0, 10), 0).await.unwrap();
+    let spans = s.store.metric_envelope(&run, "loss", false, (0, 10)).await.unwrap();
     assert_eq!(spans.len(), 500);
     let spike = spans.iter().find(|b| b.bucket == 250).unwrap();
-    assert_eq!((spike.x_min, spike.x_max, spike.min, spike.max), (2500, 2509, 0.0, 1000.0));
+    assert_eq!((spike.x_min, spike.x_max, spike.min, spike.max), (2500, 2509, 0.0, 7777.0));
     assert!(spans.iter().all(|b| b.min.is_finite() && b.max.is_finite()), "NaN points are left out");
 
-    s.store.log_batch(&run, &[point(5003, -5.0), point(5004, -4.0)], &[], &[]).await.unwrap();
-    let (new, newer_last) = s.store.metric_envelope(&run, "loss", false, (0, 10), last).await.unwrap();
-    assert!(newer_last > last);
-    assert_eq!(new.len(), 1, "only the span of the new points: {new:?}");
-    assert_eq!((new[0].bucket, new[0].min, new[0].max), (500, -5.0, -4.0));
+    // Blocks: 5,001 points are 19 full blocks and one of 137, the NaN point counted but not valued.
+    let blocks = s.store.metric_blocks(&run, "loss").await.unwrap();
+    assert_eq!(blocks.len(), 20);
+    assert!(blocks[..19].iter().all(|b| b.points == POINTS_PER_BLOCK));
+    assert_eq!((blocks[19].points, blocks[19].value_points, blocks[19].steps), (137, 136, (4000, 4999)), "the NaN point at step 4000 came last");
+    assert_eq!((blocks[9].steps, blocks[9].values), ((2304, 2559), (0.0, 7777.0)), "the block of the spike");
 
-    // The chart draws from the spans, twice (the second from the cache plus the new points).
-    for _ in 0..2 {
-        let (status, svg) = page(&s, &format!("/charts/runs/{run}?key=loss")).await;
+    // Both charts keep their spike, the long one drawn from its blocks: the value
+    // axis reaches it (a label of 7000 on the value axis; neither step axis has one).
+    let long: Vec<NewMetric> = (0..120_000).map(|step| point(step, if step == 77_777 { 7777.0 } else { (step % 100) as f64 })).collect();
+    for batch in long.chunks(10_000) {
+        let batch: Vec<NewMetric> = batch.iter().map(|m| NewMetric { key: "long".into(), ..m.clone() }).collect();
+        s.store.log_batch(&run, &batch, &[], &[]).await.unwrap();
+    }
+    assert_eq!(s.store.metric_blocks(&run, "long").await.unwrap().len(), 469);
+    for key in ["loss", "long"] {
+        let (status, svg) = page(&s, &format!("/charts/runs/{run}?key={key}")).await;
         assert!(status == 200 && svg.starts_with("<svg") && svg.contains("<polyline"), "{status}: {}", &svg[..svg.len().min(200)]);
+        assert!(svg.contains("\n7000\n</text>"), "{key}: the spike sets the value axis");
     }
 }
 

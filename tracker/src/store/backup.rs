@@ -19,7 +19,7 @@ use sqlx::{Column, Row};
 use super::{Dialect, Error, Result, Store};
 
 /// Every table, in migration order: parents before children, as foreign keys need on restore.
-pub const TABLES: [&str; 28] = [
+pub const TABLES: [&str; 29] = [
     "experiment",
     "experiment_tag",
     "run",
@@ -27,6 +27,7 @@ pub const TABLES: [&str; 28] = [
     "tag",
     "metric",
     "latest_metric",
+    "metric_block",
     "dataset",
     "run_input",
     "logged_model",

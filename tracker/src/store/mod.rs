@@ -114,6 +114,8 @@ pub struct Store {
     write: AnyPool,
     /// Trials and reports of studies as of their last decision here (see `studies::StudyTx`).
     study_cache: studies::StudyCache,
+    /// Each metric's last block as this process last wrote it (see `runs::LastBlocks`).
+    last_blocks: runs::LastBlocks,
 }
 
 /// Where the metadata lives, parsed from `--backend-store-uri`.
@@ -186,7 +188,7 @@ impl Store {
                 sqlx::migrate!("../migrations/sqlite").run(&write).await.map_err(migrate_error)?;
                 let read = pool(8).await?;
                 checkpoint_in_background(read.clone());
-                Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default() }
+                Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default(), last_blocks: Default::default() }
             }
             BackendUri::Postgres(url) => {
                 let opts = AnyConnectOptions::from_str(url)?;
@@ -196,7 +198,7 @@ impl Store {
                     .connect_with(opts)
                     .await?;
                 sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(migrate_error)?;
-                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool, study_cache: Default::default() }
+                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool, study_cache: Default::default(), last_blocks: Default::default() }
             }
         };
         Ok(store)

@@ -1,6 +1,7 @@
 //! Runs and everything logged to them: params, tags, metrics (history and latest), inputs, outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use api::mlflow::{Dataset, DatasetInput, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunOutputs, Tag};
 use base64::Engine;
@@ -49,7 +50,8 @@ pub struct NewRun {
     pub tags: Vec<(String, String)>,
 }
 
-/// One span of a downsampled metric history (see [`Store::metric_envelope`]).
+/// One span of a downsampled metric history: the points whose step (or timestamp) falls in
+/// `[origin + bucket * width, origin + (bucket + 1) * width)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EnvelopeBucket {
     /// `(x - origin) / width`.
@@ -60,6 +62,43 @@ pub struct EnvelopeBucket {
     /// Lowest and highest value in the span.
     pub min: f64,
     pub max: f64,
+}
+
+/// Points per block of [`MetricBlock`]; migration 0009 numbers the points it found with the same.
+pub const POINTS_PER_BLOCK: i64 = 256;
+
+/// The summary of [`POINTS_PER_BLOCK`] consecutive points of one metric in logging order (the
+/// last block of a metric may hold fewer), kept as points are logged, so that a chart of a
+/// million-point history reads 3,907 blocks instead of the points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricBlock {
+    /// Points in the block, NaN included.
+    pub points: i64,
+    /// Points that are not NaN: `values` means something only when this is above 0.
+    pub value_points: i64,
+    /// Lowest and highest step.
+    pub steps: (i64, i64),
+    /// Earliest and latest timestamp.
+    pub timestamps: (i64, i64),
+    /// Lowest and highest value, NaN left out.
+    pub values: (f64, f64),
+}
+
+impl MetricBlock {
+    /// A block of no points: every fold starts here.
+    const EMPTY: MetricBlock =
+        MetricBlock { points: 0, value_points: 0, steps: (i64::MAX, i64::MIN), timestamps: (i64::MAX, i64::MIN), values: (MAX_DOUBLE, -MAX_DOUBLE) };
+
+    fn add(&mut self, m: &NewMetric) {
+        self.points += 1;
+        self.steps = (self.steps.0.min(m.step), self.steps.1.max(m.step));
+        self.timestamps = (self.timestamps.0.min(m.timestamp), self.timestamps.1.max(m.timestamp));
+        let (value, is_nan) = stored_value(m.value);
+        if is_nan == 0 {
+            self.value_points += 1;
+            self.values = (self.values.0.min(value), self.values.1.max(value));
+        }
+    }
 }
 
 /// One page of runs.
@@ -278,7 +317,7 @@ impl Store {
             }
         }
         if !metrics.is_empty() {
-            insert_metrics(&mut tx, self.dialect, run_id, metrics).await?;
+            insert_metrics(&mut tx, self.dialect, &self.last_blocks, run_id, metrics).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -327,52 +366,48 @@ impl Store {
         Ok(HistoryPage { metrics, next_page_token })
     }
 
-    /// How many points a metric has, and the range of its steps (or timestamps, `by_time`).
-    pub async fn metric_span(&self, run_id: &str, key: &str, by_time: bool) -> Result<(i64, i64, i64)> {
-        let x = if by_time { "timestamp" } else { "step" };
-        let row = sqlx::query(&format!("select count(*), coalesce(min({x}), 0), coalesce(max({x}), 0) from metric where run_uuid = $1 and key = $2"))
-            .bind(run_id)
-            .bind(key)
-            .fetch_one(&self.read)
-            .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+    /// The blocks of a metric in logging order (see [`MetricBlock`]); none for an unknown run or key.
+    pub async fn metric_blocks(&self, run_id: &str, key: &str) -> Result<Vec<MetricBlock>> {
+        let rows = sqlx::query(
+            "select points, value_points, step_min, step_max, timestamp_min, timestamp_max, value_min, value_max \
+             from metric_block where run_uuid = $1 and key = $2 order by block",
+        )
+        .bind(run_id)
+        .bind(key)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MetricBlock {
+                    points: r.try_get(0)?,
+                    value_points: r.try_get(1)?,
+                    steps: (r.try_get(2)?, r.try_get(3)?),
+                    timestamps: (r.try_get(4)?, r.try_get(5)?),
+                    values: (r.try_get(6)?, r.try_get(7)?),
+                })
+            })
+            .collect()
     }
 
-    /// The points of a metric logged after `after_metric_id`, reduced to the lowest and highest
-    /// value of each span `bucket = (x - origin) / width` of step (or time, `by_time`): min-max
-    /// downsampling, which keeps every spike. NaN points are left out. Returns the spans and the
-    /// last metric id read, from which the next call continues, so a chart of a growing history
-    /// reads each point once.
-    pub async fn metric_envelope(
-        &self,
-        run_id: &str,
-        key: &str,
-        by_time: bool,
-        (origin, width): (i64, i64),
-        after_metric_id: i64,
-    ) -> Result<(Vec<EnvelopeBucket>, i64)> {
+    /// The points of a metric reduced to the lowest and highest value of each span
+    /// `bucket = (x - origin) / width` of step (or time, `by_time`): min-max downsampling, which
+    /// keeps every spike. NaN points are left out. This reads every point; charts use it when the
+    /// blocks are too coarse or out of order for the chart (see `ui::pages::chart_points`).
+    pub async fn metric_envelope(&self, run_id: &str, key: &str, by_time: bool, (origin, width): (i64, i64)) -> Result<Vec<EnvelopeBucket>> {
         let x = if by_time { "timestamp" } else { "step" };
-        // Continuing (after > 0), SQLite must walk the new rows by their id rather than the whole
-        // history through the (run, key) index; `+column` keeps it off that index.
-        let (run_col, key_col) = if after_metric_id > 0 && self.dialect == Dialect::Sqlite { ("+run_uuid", "+key") } else { ("run_uuid", "key") };
         let rows = sqlx::query(&format!(
-            "select ({x} - $3) / $4 as bucket, min({x}), max({x}), min(value), max(value), max(metric_id) from metric \
-             where {run_col} = $1 and {key_col} = $2 and metric_id > $5 and is_nan = 0 group by bucket"
+            "select ({x} - $3) / $4 as bucket, min({x}), max({x}), min(value), max(value) from metric \
+             where run_uuid = $1 and key = $2 and is_nan = 0 group by bucket"
         ))
         .bind(run_id)
         .bind(key)
         .bind(origin)
         .bind(width.max(1))
-        .bind(after_metric_id)
         .fetch_all(&self.read)
         .await?;
-        let mut last = after_metric_id;
-        let mut spans = Vec::with_capacity(rows.len());
-        for r in &rows {
-            spans.push(EnvelopeBucket { bucket: r.try_get(0)?, x_min: r.try_get(1)?, x_max: r.try_get(2)?, min: r.try_get(3)?, max: r.try_get(4)? });
-            last = last.max(r.try_get(5)?);
-        }
-        Ok((spans, last))
+        rows.iter()
+            .map(|r| Ok(EnvelopeBucket { bucket: r.try_get(0)?, x_min: r.try_get(1)?, x_max: r.try_get(2)?, min: r.try_get(3)?, max: r.try_get(4)? }))
+            .collect()
     }
 
     /// Searches runs of some experiments with a parsed filter and order.
@@ -595,7 +630,7 @@ fn row_placeholders(dialect: Dialect, count: usize, width: usize) -> String {
     sql
 }
 
-pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
+pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, last_blocks: &LastBlocks, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
     for chunk in metrics.chunks(METRIC_ROWS_PER_INSERT) {
         let sql = format!(
             "insert into metric (run_uuid, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id) values {}",
@@ -644,6 +679,126 @@ pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: 
         }
         q.execute(&mut **tx).await?;
     }
+    update_metric_blocks(tx, dialect, last_blocks, run_id, metrics).await
+}
+
+/// Where each metric's last block stands as this process last wrote it: `(run, key)` ->
+/// (block number, points in it). It saves a read on every write. When it is off (another replica
+/// wrote the key too, or a transaction rolled back), a block ends up with more or fewer than
+/// [`POINTS_PER_BLOCK`] points, which is still a correct summary, so it is never checked.
+#[derive(Debug, Default, Clone)]
+pub(super) struct LastBlocks(Arc<Mutex<HashMap<RunKey, (i64, i64)>>>);
+
+/// `(run id, metric key)`.
+type RunKey = (String, String);
+
+/// Metrics [`LastBlocks`] remembers; past that it starts over, and the next write of each key
+/// reads its last block again.
+const LAST_BLOCKS_KEPT: usize = 100_000;
+
+impl LastBlocks {
+    fn get(&self, run_id: &str, key: &str) -> Option<(i64, i64)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&(run_id.to_owned(), key.to_owned())).copied()
+    }
+
+    fn set(&self, run_id: &str, key: &str, last: (i64, i64)) {
+        let mut blocks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if blocks.len() >= LAST_BLOCKS_KEPT {
+            blocks.clear();
+        }
+        blocks.insert((run_id.to_owned(), key.to_owned()), last);
+    }
+}
+
+/// Folds new points into their metrics' blocks: each key's points, in the order given, fill its
+/// last block up to [`POINTS_PER_BLOCK`], then open the next.
+///
+/// Two transactions logging the same key at once may both fill the same last block; the upsert
+/// then merges them into one block of more points, which stays a correct summary.
+async fn update_metric_blocks(tx: &mut Transaction<'static, Any>, dialect: Dialect, cache: &LastBlocks, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
+    let mut points_by_key: BTreeMap<&str, Vec<&NewMetric>> = BTreeMap::new();
+    for m in metrics {
+        points_by_key.entry(&m.key).or_default().push(m);
+    }
+    // (block number, points in it) of each key's last block: remembered, else read.
+    let mut last_blocks: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut unknown: Vec<&str> = Vec::new();
+    for key in points_by_key.keys() {
+        match cache.get(run_id, key) {
+            Some(last) => {
+                last_blocks.insert((*key).to_owned(), last);
+            }
+            None => unknown.push(key),
+        }
+    }
+    for chunk in unknown.chunks(METRIC_ROWS_PER_INSERT) {
+        let sql = format!(
+            "select b.key, b.block, b.points from metric_block b where b.run_uuid = $1 and b.key in ({}) \
+             and b.block = (select max(m.block) from metric_block m where m.run_uuid = b.run_uuid and m.key = b.key)",
+            placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(run_id);
+        for key in chunk {
+            q = q.bind(*key);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            last_blocks.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    let mut blocks: Vec<(&str, i64, MetricBlock)> = Vec::new();
+    for (key, points) in points_by_key {
+        let (mut number, mut filled) = last_blocks.get(key).copied().unwrap_or((0, 0));
+        let mut block = MetricBlock::EMPTY;
+        for m in points {
+            if filled >= POINTS_PER_BLOCK {
+                if block.points > 0 {
+                    blocks.push((key, number, block));
+                }
+                (number, filled, block) = (number + 1, 0, MetricBlock::EMPTY);
+            }
+            filled += 1;
+            block.add(m);
+        }
+        blocks.push((key, number, block));
+        cache.set(run_id, key, (number, filled));
+    }
+    // A statement updates each (key, block) once, as Postgres requires: the fold above made them unique.
+    let smaller = |col: &str| format!("{col} = case when excluded.{col} < metric_block.{col} then excluded.{col} else metric_block.{col} end");
+    let larger = |col: &str| format!("{col} = case when excluded.{col} > metric_block.{col} then excluded.{col} else metric_block.{col} end");
+    let merge = [
+        "points = metric_block.points + excluded.points".to_string(),
+        "value_points = metric_block.value_points + excluded.value_points".to_string(),
+        smaller("step_min"),
+        larger("step_max"),
+        smaller("timestamp_min"),
+        larger("timestamp_max"),
+        smaller("value_min"),
+        larger("value_max"),
+    ]
+    .join(", ");
+    for chunk in blocks.chunks(METRIC_ROWS_PER_INSERT) {
+        let sql = format!(
+            "insert into metric_block (run_uuid, key, block, points, value_points, step_min, step_max, timestamp_min, timestamp_max, value_min, value_max) \
+             values {} on conflict (run_uuid, key, block) do update set {merge}",
+            row_placeholders(dialect, chunk.len(), 11)
+        );
+        let mut q = sqlx::query(&sql);
+        for (key, number, b) in chunk {
+            q = q
+                .bind(run_id)
+                .bind(*key)
+                .bind(*number)
+                .bind(b.points)
+                .bind(b.value_points)
+                .bind(b.steps.0)
+                .bind(b.steps.1)
+                .bind(b.timestamps.0)
+                .bind(b.timestamps.1)
+                .bind(b.values.0)
+                .bind(b.values.1);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -676,5 +831,94 @@ mod placeholder_tests {
     fn row_placeholders_are_anonymous_on_sqlite_and_numbered_on_postgres() {
         assert_eq!(row_placeholders(Dialect::Sqlite, 2, 3), "(?, ?, ?), (?, ?, ?)");
         assert_eq!(row_placeholders(Dialect::Postgres, 2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::super::BackendUri;
+    use super::*;
+
+    /// The blocks of `points` (one key, in logging order) as the definition says: consecutive
+    /// runs of [`POINTS_PER_BLOCK`] points, folded one by one.
+    fn expected_blocks(points: &[&NewMetric]) -> Vec<MetricBlock> {
+        points
+            .chunks(POINTS_PER_BLOCK as usize)
+            .map(|chunk| {
+                let mut b = MetricBlock::EMPTY;
+                chunk.iter().for_each(|m| b.add(m));
+                b
+            })
+            .collect()
+    }
+
+    /// Blocks kept while logging equal the definition for every key, however the points were
+    /// split into batches and interleaved with other keys; NaN points count but carry no value,
+    /// infinities are the clamped doubles; and migration 0009's backfill rebuilds the same blocks
+    /// from the points alone.
+    #[tokio::test]
+    async fn blocks_are_256_points_in_logging_order_and_the_migration_rebuilds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&BackendUri::Sqlite(dir.path().join("t.db"))).await.unwrap();
+        let run = store.create_run(NewRun { experiment_id: "0".into(), ..Default::default() }).await.unwrap().info.run_id;
+        let mut logged: Vec<NewMetric> = Vec::new();
+        let mut step = 0;
+        for batch_size in [1, 255, 300, 1000, 7, 256, 513] {
+            let batch: Vec<NewMetric> = (0..batch_size)
+                .map(|i| {
+                    step += 1;
+                    let key = ["a", "b", "nan"][i % 3];
+                    let value = match (key, step % 50) {
+                        ("nan", _) | (_, 0) => f64::NAN,
+                        (_, 7) => f64::INFINITY,
+                        _ => ((step * 37) % 101) as f64 - 50.0,
+                    };
+                    // Steps go back now and then: blocks follow logging order, not step order.
+                    NewMetric { key: key.into(), value, timestamp: 1_000 + step as i64, step: (step as i64) % 400, dataset_name: None, dataset_digest: None, model_id: None }
+                })
+                .collect();
+            store.log_batch(&run, &batch, &[], &[]).await.unwrap();
+            logged.extend(batch);
+        }
+        let expected: Vec<(&str, Vec<MetricBlock>)> = ["a", "b", "nan"]
+            .into_iter()
+            .map(|key| (key, expected_blocks(&logged.iter().filter(|m| m.key == key).collect::<Vec<_>>())))
+            .collect();
+        assert!(expected.iter().all(|(_, blocks)| blocks.len() == 4 && blocks[3].points < POINTS_PER_BLOCK), "{expected:?}");
+        assert!(expected[2].1.iter().all(|b| b.value_points == 0), "the NaN key has no values");
+        assert!(expected[0].1.iter().any(|b| b.values.1 == MAX_DOUBLE), "an infinity is kept as the largest double");
+        for (key, blocks) in &expected {
+            assert_eq!(&store.metric_blocks(&run, key).await.unwrap(), blocks, "{key}");
+        }
+
+        let migration = include_str!("../../../migrations/sqlite/0009_metric_blocks.sql");
+        let backfill = &migration[migration.find("insert into metric_block").unwrap()..];
+        sqlx::query("delete from metric_block").execute(&store.write).await.unwrap();
+        sqlx::query(backfill).execute(&store.write).await.unwrap();
+        for (key, blocks) in &expected {
+            assert_eq!(&store.metric_blocks(&run, key).await.unwrap(), blocks, "{key}, rebuilt by the migration");
+        }
+    }
+
+    /// Two processes writing the same metric (two replicas on one database) each remember the
+    /// last block as they wrote it, so blocks may end up bigger than 256 points and overlap;
+    /// they still summarize every point once.
+    #[tokio::test]
+    async fn blocks_stay_correct_when_two_processes_write_one_metric() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = BackendUri::Sqlite(dir.path().join("t.db"));
+        let (one, two) = (Store::open(&uri).await.unwrap(), Store::open(&uri).await.unwrap());
+        let run = one.create_run(NewRun { experiment_id: "0".into(), ..Default::default() }).await.unwrap().info.run_id;
+        let point = |step: i64| NewMetric { key: "loss".into(), value: step as f64, timestamp: step, step, dataset_name: None, dataset_digest: None, model_id: None };
+        for batch in 0..40 {
+            let points: Vec<NewMetric> = (batch * 50..(batch + 1) * 50).map(point).collect();
+            [&one, &two][batch as usize % 2].log_batch(&run, &points, &[], &[]).await.unwrap();
+        }
+        let blocks = one.metric_blocks(&run, "loss").await.unwrap();
+        assert_eq!(blocks.iter().map(|b| b.points).sum::<i64>(), 2000);
+        assert_eq!(blocks.iter().map(|b| b.value_points).sum::<i64>(), 2000);
+        assert!(blocks.iter().all(|b| b.points <= 2 * POINTS_PER_BLOCK && b.values == (b.steps.0 as f64, b.steps.1 as f64)), "{blocks:?}");
+        // Each process fills the block it remembers, so neighbours overlap, but never go back.
+        assert!(blocks.windows(2).all(|w| w[0].steps.0 < w[1].steps.0 && w[0].steps.1 < w[1].steps.1), "{blocks:?}");
     }
 }

@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 
 use tuner::{TrialState, TrialView};
 
-use super::runs::{insert_metrics, insert_params, upsert_tags, NewMetric};
+use super::runs::{insert_metrics, insert_params, upsert_tags, LastBlocks, NewMetric};
 use super::{now_ms, Dialect, Error, Result, Store};
 
 /// A study row.
@@ -366,7 +366,7 @@ impl Store {
             .bind(now_ms())
             .fetch_all(&mut *tx)
             .await?;
-        let stx = StudyTx { tx, dialect: self.dialect, study, version, trials, views, reports, expired, copy };
+        let stx = StudyTx { tx, dialect: self.dialect, last_blocks: self.last_blocks.clone(), study, version, trials, views, reports, expired, copy };
         Ok(stx)
     }
 }
@@ -456,6 +456,7 @@ fn trial_view(t: &TrialRow) -> Result<TrialView> {
 pub struct StudyTx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
+    last_blocks: LastBlocks,
     /// The study as locked.
     pub study: StudyRow,
     version: i64,
@@ -590,7 +591,7 @@ impl StudyTx {
     /// Logs a metric point to a trial's run, in this transaction.
     pub async fn log_metric(&mut self, run_id: &str, key: &str, value: f64, step: i64) -> Result<()> {
         let m = NewMetric { key: key.to_owned(), value, timestamp: now_ms(), step, dataset_name: None, dataset_digest: None, model_id: None };
-        insert_metrics(&mut self.tx, self.dialect, run_id, &[m]).await
+        insert_metrics(&mut self.tx, self.dialect, &self.last_blocks, run_id, &[m]).await
     }
 
     /// Sets a trial run's status (and end time when terminal) and tags.

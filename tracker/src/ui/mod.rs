@@ -17,70 +17,12 @@
 pub mod charts;
 mod pages;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::store::runs::EnvelopeBucket;
 use crate::AppState;
-
-/// Charts kept at once by [`ChartCache`].
-const CACHED_CHARTS: usize = 256;
-
-/// Downsampled long metric histories, kept between requests so that drawing a million-point
-/// metric again reads only the points logged since (see `Store::metric_envelope`). Each replica
-/// keeps its own; the store stays the truth.
-#[derive(Debug, Default)]
-pub struct ChartCache {
-    entries: Mutex<HashMap<(String, String, bool), Envelope>>,
-}
-
-/// The min-max spans of one metric and where reading stopped.
-#[derive(Debug, Clone)]
-struct Envelope {
-    origin: i64,
-    width: i64,
-    last_metric_id: i64,
-    spans: BTreeMap<i64, EnvelopeBucket>,
-}
-
-impl Envelope {
-    fn merge(&mut self, spans: Vec<EnvelopeBucket>, last_metric_id: i64) {
-        for s in spans {
-            self.spans
-                .entry(s.bucket)
-                .and_modify(|old| {
-                    old.x_min = old.x_min.min(s.x_min);
-                    old.x_max = old.x_max.max(s.x_max);
-                    old.min = old.min.min(s.min);
-                    old.max = old.max.max(s.max);
-                })
-                .or_insert(s);
-        }
-        self.last_metric_id = self.last_metric_id.max(last_metric_id);
-    }
-}
-
-impl ChartCache {
-    fn get(&self, key: &(String, String, bool)) -> Option<Envelope> {
-        self.entries.lock().expect("chart cache lock").get(key).cloned()
-    }
-
-    fn put(&self, key: (String, String, bool), envelope: Envelope) {
-        let mut entries = self.entries.lock().expect("chart cache lock");
-        if entries.len() >= CACHED_CHARTS && !entries.contains_key(&key) {
-            // Forget the one read longest ago (smallest last id): cheap and good enough here.
-            if let Some(oldest) = entries.iter().min_by_key(|(_, e)| e.last_metric_id).map(|(k, _)| k.clone()) {
-                entries.remove(&oldest);
-            }
-        }
-        entries.insert(key, envelope);
-    }
-}
 
 /// Routes of the UI, at the root of the server.
 pub(crate) fn router() -> Router<AppState> {

@@ -20,6 +20,7 @@ use crate::search::{parse_registry_filter, parse_run_filter, parse_run_order_by,
 use crate::store::audit::ChangeBy;
 use crate::store::experiments::ViewType;
 use crate::store::promotion::Promotion;
+use crate::store::runs::{EnvelopeBucket, MetricBlock};
 use crate::studies::{LeaseTiming, Plan, Studies};
 use crate::AppState;
 
@@ -135,41 +136,63 @@ async fn history(app: &AppState, run_id: &str, key: &str) -> Result<Vec<api::mlf
 }
 
 /// The points a chart draws for one metric: the whole history when short, else its min-max
-/// envelope over [`charts::MAX_POINTS_PER_SERIES`]` / 2` spans, computed in the store and kept in
-/// the [`super::ChartCache`], so that a million-point history never leaves the database and a
-/// redraw reads only the points logged since.
+/// envelope over [`charts::MAX_POINTS_PER_SERIES`]` / 2` spans, so that a million-point history
+/// never leaves the database. The envelope comes from the metric's blocks (summaries of 256
+/// points kept while logging) when they are fine enough for the spans and in x order, else from
+/// a scan of every point (at most about 100,000 points when they were logged in x order).
 async fn chart_points(app: &AppState, run_id: &str, key: &str, controls: &ChartControls) -> Result<Vec<(f64, f64)>, PageError> {
-    let buckets = (charts::MAX_POINTS_PER_SERIES / 2) as i64;
-    let cache_key = (run_id.to_owned(), key.to_owned(), controls.by_time);
-    let envelope = match app.charts.get(&cache_key) {
-        Some(mut e) => {
-            let (spans, last) = app.store.metric_envelope(run_id, key, controls.by_time, (e.origin, e.width), e.last_metric_id).await?;
-            e.merge(spans, last);
-            e
-        }
-        None => {
-            let (count, lo, hi) = app.store.metric_span(run_id, key, controls.by_time).await?;
-            if count <= 4 * buckets {
-                return Ok(controls.points(&history(app, run_id, key).await?));
-            }
-            let width = ((hi - lo) / buckets).max(1);
-            let (spans, last) = app.store.metric_envelope(run_id, key, controls.by_time, (lo, width), 0).await?;
-            let mut e = super::Envelope { origin: lo, width, last_metric_id: 0, spans: Default::default() };
-            e.merge(spans, last);
-            e
-        }
+    let spans = (charts::MAX_POINTS_PER_SERIES / 2) as i64;
+    let blocks = app.store.metric_blocks(run_id, key).await?;
+    if blocks.iter().map(|b| b.points).sum::<i64>() <= 4 * spans {
+        return Ok(controls.points(&history(app, run_id, key).await?));
+    }
+    let x_range = |b: &MetricBlock| if controls.by_time { b.timestamps } else { b.steps };
+    let lo = blocks.iter().map(|b| x_range(b).0).min().unwrap_or(0);
+    let hi = blocks.iter().map(|b| x_range(b).1).max().unwrap_or(0);
+    let width = ((hi - lo) / spans).max(1);
+    let envelope = match envelope_from_blocks(&blocks, x_range, (lo, width), spans) {
+        Some(envelope) => envelope,
+        None => app.store.metric_envelope(run_id, key, controls.by_time, (lo, width)).await?,
     };
-    let x = |v: i64| if controls.by_time { (v - envelope.origin) as f64 / 1000.0 } else { v as f64 };
-    let points = envelope
-        .spans
-        .values()
+    let x = |v: i64| if controls.by_time { (v - lo) as f64 / 1000.0 } else { v as f64 };
+    Ok(envelope
+        .iter()
         .flat_map(|s| {
             let mid = (x(s.x_min) + x(s.x_max)) / 2.0;
             [(mid, s.min), (mid, s.max)]
         })
-        .collect();
-    app.charts.put(cache_key, envelope);
-    Ok(points)
+        .collect())
+}
+
+/// The min-max envelope over spans `(origin, width)` folded from a metric's blocks, each block
+/// into the span of its middle x, so a point is drawn at most one span from where it was logged.
+/// `None` when the blocks cannot stand in for the points: fewer blocks than half the `spans` (too
+/// coarse for the chart; a scan then reads at most about 100,000 points), or a block wider than
+/// two spans (points logged out of x order, or across a gap).
+fn envelope_from_blocks(
+    blocks: &[MetricBlock],
+    x_range: impl Fn(&MetricBlock) -> (i64, i64),
+    (origin, width): (i64, i64),
+    spans: i64,
+) -> Option<Vec<EnvelopeBucket>> {
+    if (blocks.len() as i64) < spans / 2 || blocks.iter().any(|b| x_range(b).1 - x_range(b).0 > 2 * width) {
+        return None;
+    }
+    let mut envelope: BTreeMap<i64, EnvelopeBucket> = BTreeMap::new();
+    for b in blocks.iter().filter(|b| b.value_points > 0) {
+        let (x_min, x_max) = x_range(b);
+        let bucket = (x_min + (x_max - x_min) / 2 - origin) / width;
+        envelope
+            .entry(bucket)
+            .and_modify(|s| {
+                s.x_min = s.x_min.min(x_min);
+                s.x_max = s.x_max.max(x_max);
+                s.min = s.min.min(b.values.0);
+                s.max = s.max.max(b.values.1);
+            })
+            .or_insert(EnvelopeBucket { bucket, x_min, x_max, min: b.values.0, max: b.values.1 });
+    }
+    Some(envelope.into_values().collect())
 }
 
 fn chart_size(pairs: &[(String, String)]) -> (u32, u32) {
@@ -1156,6 +1179,56 @@ mod tests {
         );
         assert_eq!(best_so_far(completed.into_iter(), true, Some(6)), vec![(0.0, 3.0), (2.0, 3.0), (2.0, 4.0), (6.0, 4.0)]);
         assert!(best_so_far(std::iter::empty(), false, Some(3)).is_empty());
+    }
+
+    /// Blocks of 256 steps each, in step order, with values `value(step)`.
+    fn blocks_of(steps: std::ops::Range<i64>, value: impl Fn(i64) -> f64) -> Vec<MetricBlock> {
+        let steps: Vec<i64> = steps.collect();
+        steps
+            .chunks(256)
+            .map(|c| {
+                let values = c.iter().map(|&s| value(s));
+                MetricBlock {
+                    points: c.len() as i64,
+                    value_points: c.len() as i64,
+                    steps: (c[0], c[c.len() - 1]),
+                    timestamps: (c[0], c[c.len() - 1]),
+                    values: (values.clone().fold(f64::MAX, f64::min), values.fold(f64::MIN, f64::max)),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_fold_into_spans_keeping_every_extreme_where_it_was_logged() {
+        let value = |s: i64| if s == 77_777 { 7777.0 } else if s == 1_234 { -5.0 } else { (s % 100) as f64 };
+        let blocks = blocks_of(0..120_000, value);
+        let steps = |b: &MetricBlock| b.steps;
+        let width = 120_000 / 800;
+        let envelope = envelope_from_blocks(&blocks, steps, (0, width), 800).expect("fine enough and in order");
+        assert_eq!(envelope.len(), 469, "a span per block, as blocks are wider than spans");
+        let holding = |v: f64| envelope.iter().find(|s| s.min == v || s.max == v).copied().unwrap();
+        let (spike, dip) = (holding(7777.0), holding(-5.0));
+        assert!(spike.x_min <= 77_777 && 77_777 <= spike.x_max && spike.x_max - spike.x_min < 2 * width, "{spike:?}");
+        assert!(dip.x_min <= 1_234 && 1_234 <= dip.x_max, "{dip:?}");
+        assert!(envelope.windows(2).all(|w| w[0].bucket < w[1].bucket && w[0].x_max < w[1].x_min));
+
+        // Blocks of NaN points only are left out.
+        let mut with_nan = blocks.clone();
+        with_nan[10].value_points = 0;
+        with_nan[10].values = (f64::MAX, -f64::MAX);
+        let envelope = envelope_from_blocks(&with_nan, steps, (0, width), 800).unwrap();
+        assert!(envelope.iter().all(|s| s.min >= -5.0 && s.max <= 7777.0));
+    }
+
+    #[test]
+    fn blocks_too_coarse_or_out_of_order_leave_the_envelope_to_the_points() {
+        let steps = |b: &MetricBlock| b.steps;
+        let few = blocks_of(0..50_000, |s| s as f64);
+        assert!(envelope_from_blocks(&few, steps, (0, 50_000 / 800), 800).is_none(), "196 blocks for 800 spans");
+        let mut shuffled = blocks_of(0..1_000_000, |s| s as f64);
+        shuffled[3].steps = (768, 100_000);
+        assert!(envelope_from_blocks(&shuffled, steps, (0, 1_250), 800).is_none(), "a block wider than two spans");
     }
 
     #[test]
