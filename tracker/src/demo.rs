@@ -21,7 +21,7 @@ use api::studies::{StudyInfo, TrialInfo};
 use tokio::process::{Child, Command};
 use tracker::artifacts::Artifacts;
 use tracker::store::{BackendUri, Store};
-use tracker::studies::{LeaseTiming, Studies};
+use tracker::studies::{LeaseTiming, SpecFormat, Studies};
 use tracker::AppState;
 
 /// The study the demo runs unless `--spec` names another.
@@ -52,7 +52,7 @@ pub(crate) struct DemoArgs {
     /// The `worker` binary [default: `worker` beside this binary].
     #[arg(long)]
     worker_bin: Option<PathBuf>,
-    /// Another study spec (TOML or JSON) instead of the built-in Korean LoRA study.
+    /// Another study spec (TOML, YAML or JSON) instead of the built-in Korean LoRA study.
     #[arg(long)]
     spec: Option<PathBuf>,
     /// Exit after the summary instead of keeping the UI up until Ctrl-C.
@@ -67,7 +67,8 @@ pub(crate) async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         None => DEMO_SPEC.to_owned(),
     };
     let spec_source = args.spec.as_ref().map_or_else(|| "examples/study/demo.toml".to_owned(), |p| p.display().to_string());
-    let spec = tracker::studies::parse_spec(&text).map_err(|e| anyhow::anyhow!("{spec_source}: {e}"))?;
+    let format = args.spec.as_deref().map_or(SpecFormat::Toml, |path| SpecFormat::of(path, &text));
+    let spec = tracker::studies::parse_spec(&text, format).map_err(|e| anyhow::anyhow!("{spec_source}: {e}"))?;
     if args.workers == 0 {
         anyhow::bail!("`--workers` must be at least 1");
     }

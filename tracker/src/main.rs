@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracker::artifacts::Artifacts;
 use tracker::store::{BackendUri, Store};
-use tracker::studies::{LeaseTiming, Studies};
+use tracker::studies::{LeaseTiming, SpecFormat, Studies};
 use tracker::AppState;
 
 #[derive(Parser)]
@@ -325,7 +325,7 @@ async fn study(cmd: StudyCommand) -> anyhow::Result<()> {
     let (name, store, action) = match cmd {
         StudyCommand::Create { spec, store } => {
             let text = std::fs::read_to_string(&spec).with_context(|| format!("reading {}", spec.display()))?;
-            let spec = tracker::studies::parse_spec(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
+            let spec = tracker::studies::parse_spec(&text, SpecFormat::of(&spec, &text)).map_err(|e| anyhow::anyhow!("{}: {e}", spec.display()))?;
             let store = store.open().await?;
             let info = Studies::new(&store, LeaseTiming::default()).create(spec).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("Created study '{}' in experiment {}. Start workers with `worker --tracking-uri URL --study {}`.", info.name, info.experiment_id, info.name);

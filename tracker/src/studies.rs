@@ -219,12 +219,34 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Parses a spec file: TOML, or JSON when the text starts with `{`.
-pub fn parse_spec(text: &str) -> Result<StudySpec> {
-    let parsed = if text.trim_start().starts_with('{') {
-        serde_json::from_str::<StudySpec>(text).map_err(|e| e.to_string())
-    } else {
-        toml::from_str::<StudySpec>(text).map_err(|e| e.to_string())
+/// The file formats of a study spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    Toml,
+    Yaml,
+    Json,
+}
+
+impl SpecFormat {
+    /// The format of a spec file, by its extension (`.toml`, `.yaml` or `.yml`, `.json`); for
+    /// any other name, JSON when the text starts with `{`, else TOML.
+    pub fn of(path: &std::path::Path, text: &str) -> SpecFormat {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("toml") => SpecFormat::Toml,
+            Some("yaml" | "yml") => SpecFormat::Yaml,
+            Some("json") => SpecFormat::Json,
+            _ if text.trim_start().starts_with('{') => SpecFormat::Json,
+            _ => SpecFormat::Toml,
+        }
+    }
+}
+
+/// Parses a spec; an error names the offending field and, for TOML and YAML, where it is.
+pub fn parse_spec(text: &str, format: SpecFormat) -> Result<StudySpec> {
+    let parsed = match format {
+        SpecFormat::Toml => toml::from_str::<StudySpec>(text).map_err(|e| e.to_string()),
+        SpecFormat::Yaml => yaml_serde::from_str::<StudySpec>(text).map_err(|e| e.to_string()),
+        SpecFormat::Json => serde_json::from_str::<StudySpec>(text).map_err(|e| e.to_string()),
     };
     parsed.map_err(|e| Error::InvalidParameter(format!("Invalid study spec: {e}")))
 }
@@ -1116,11 +1138,37 @@ mod tests {
             [run]
             command = ["python3", "train.py"]
         "#;
-        let s = parse_spec(toml).unwrap();
+        let s = parse_spec(toml, SpecFormat::Toml).unwrap();
         assert_eq!(s.name, "lora");
         assert_eq!(s.sampler, "auto");
         Plan::compile(s).unwrap();
-        let e = parse_spec(&toml.replace("max_trials", "max_trails")).unwrap_err().to_string();
+        let e = parse_spec(&toml.replace("max_trials", "max_trails"), SpecFormat::Toml).unwrap_err().to_string();
         assert!(e.contains("max_trails"), "{e}");
+    }
+
+    #[test]
+    fn yaml_and_json_specs_mean_what_the_toml_one_does() {
+        let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/study/spec.toml")).unwrap();
+        let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/study/spec.yaml")).unwrap();
+        let from_toml = parse_spec(&toml, SpecFormat::Toml).unwrap();
+        let from_yaml = parse_spec(&yaml, SpecFormat::Yaml).unwrap();
+        assert_eq!(serde_json::to_value(&from_yaml).unwrap(), serde_json::to_value(&from_toml).unwrap());
+        let json = serde_json::to_string(&from_toml).unwrap();
+        assert_eq!(serde_json::to_value(parse_spec(&json, SpecFormat::Json).unwrap()).unwrap(), serde_json::to_value(&from_toml).unwrap());
+
+        let e = parse_spec(&yaml.replace("max_trials:", "max_trails:"), SpecFormat::Yaml).unwrap_err().to_string();
+        assert!(e.contains("max_trails") && e.contains("line"), "the field and where it is: {e}");
+        // Exponents without a dot are floats too, as people write them.
+        let short = parse_spec(&yaml.replace("1.0e-5", "1e-5"), SpecFormat::Yaml).unwrap();
+        assert_eq!(serde_json::to_value(&short).unwrap(), serde_json::to_value(&from_toml).unwrap());
+        let e = parse_spec("name: [unclosed", SpecFormat::Yaml).unwrap_err().to_string();
+        assert!(e.starts_with("Invalid study spec"), "{e}");
+
+        use std::path::Path;
+        assert_eq!(SpecFormat::of(Path::new("s.YML"), ""), SpecFormat::Yaml);
+        assert_eq!(SpecFormat::of(Path::new("s.yaml"), "{"), SpecFormat::Yaml);
+        assert_eq!(SpecFormat::of(Path::new("s.json"), ""), SpecFormat::Json);
+        assert_eq!(SpecFormat::of(Path::new("spec"), " {\"name\": 1}"), SpecFormat::Json);
+        assert_eq!(SpecFormat::of(Path::new("spec"), "name = 1"), SpecFormat::Toml);
     }
 }

@@ -1,5 +1,5 @@
-//! The `tracker` command line: token management and the refusals of `serve` on unsafe or bad
-//! settings, each with a readable message and a non-zero exit.
+//! The `tracker` command line: token management, studies from YAML specs, and the refusals of
+//! `serve` on unsafe or bad settings, each with a readable message and a non-zero exit.
 
 use std::process::{Command, Output};
 
@@ -60,4 +60,23 @@ fn serve_explains_bad_settings() {
     let out = tracker(&["serve", "--host", "not-an-ip", "--port", "0"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("is not an IP address"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn studies_are_created_from_yaml_specs_and_bad_ones_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/t.db", dir.path().display());
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/study/spec.yaml");
+    let created = tracker(&["study", "create", spec, "--backend-store-uri", &store]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    assert!(text(&created.stdout).contains("Created study 'example-lora'"), "{}", text(&created.stdout));
+    let shown = text(&tracker(&["study", "show", "example-lora", "--backend-store-uri", &store]).stdout);
+    assert!(shown.contains("study example-lora (running)") && shown.contains("objective eval_loss (minimize)"), "{shown}");
+
+    let typo = dir.path().join("typo.yml");
+    std::fs::write(&typo, std::fs::read_to_string(spec).unwrap().replace("max_trials:", "max_trails:")).unwrap();
+    let out = tracker(&["study", "create", typo.to_str().unwrap(), "--backend-store-uri", &store]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("typo.yml") && err.contains("unknown field `max_trails`") && err.contains("line 3"), "{err}");
 }
