@@ -27,6 +27,7 @@
 //! POST /api/tracker/studies/pause|resume|stop  {"name": ..}  -> {"study": StudyInfo}
 //! GET  /api/tracker/workers/list                             -> {"workers": [WorkerInfo]}
 //! POST /api/tracker/workers/resume     {"worker_id": ..}     -> {"worker": WorkerInfo}
+//! POST /api/tracker/workers/drain      {"worker_id": ..}     -> {"worker": WorkerInfo}
 //! ```
 
 use std::collections::BTreeMap;
@@ -454,6 +455,8 @@ pub struct Command {
     pub lease_id: String,
     /// `stop`: end the command now (SIGTERM, then SIGKILL after a grace period) and report
     /// nothing more: the lease is no longer valid (study stopped, lease expired and reassigned).
+    /// `preempt`: end the command the same way, then release the trial (`trials/{n}/release`):
+    /// the worker is draining, and the trial resumes elsewhere from its last checkpoint.
     pub action: String,
     /// Why.
     pub reason: String,

@@ -140,8 +140,17 @@ enum WorkerCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Lets a worker that was paused for failing trials lease again.
+    /// Lets a worker that was paused for failing trials, or drained, lease again.
     Resume {
+        /// Worker id.
+        worker_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Takes a worker out of service: its running trials are preempted at its next heartbeat
+    /// (stopped and released, to resume elsewhere from their last checkpoint), and it leases
+    /// nothing until `tracker worker resume`.
+    Drain {
         /// Worker id.
         worker_id: String,
         #[command(flatten)]
@@ -382,6 +391,11 @@ async fn worker(cmd: WorkerCommand) -> anyhow::Result<()> {
             let store = store.open().await?;
             let w = Studies::new(&store, LeaseTiming::default()).resume_worker(&worker_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("Worker '{}' is {}", w.worker_id, w.status);
+        }
+        WorkerCommand::Drain { worker_id, store } => {
+            let store = store.open().await?;
+            let w = Studies::new(&store, LeaseTiming::default()).drain_worker(&worker_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("Worker '{}' is {}: its trials are preempted at its next heartbeat.", w.worker_id, w.status);
         }
     }
     Ok(())

@@ -273,6 +273,9 @@ fn run_status(state: &str) -> &'static str {
     }
 }
 
+/// The status of a worker that `tracker worker drain` took out of service.
+const WORKER_DRAINING: &str = "draining";
+
 /// Clears the lease holder of a trial (the lease id stays as the last fencing token).
 fn release(t: &mut TrialRow) {
     t.worker_id = None;
@@ -487,6 +490,17 @@ impl<'a> Studies<'a> {
         worker_info(&self.store.get_worker(worker_id).await?)
     }
 
+    /// Drains a worker, for node maintenance or a spot instance's notice: at its next heartbeat
+    /// each trial it runs gets a `preempt` command (the agent stops the command and releases the
+    /// trial, which resumes elsewhere from its last checkpoint, charged to `max_lost`), and it
+    /// leases nothing until [`Studies::resume_worker`].
+    pub async fn drain_worker(&self, worker_id: &str) -> Result<WorkerInfo> {
+        let w = self.store.get_worker(worker_id).await?;
+        self.store.set_worker_health(worker_id, WORKER_DRAINING, w.quick_failures).await?;
+        tracing::info!(worker = worker_id, "worker draining");
+        worker_info(&self.store.get_worker(worker_id).await?)
+    }
+
     fn expires(&self, now: i64) -> i64 {
         now + self.timing.lease_ttl.as_millis() as i64
     }
@@ -517,6 +531,16 @@ impl<'a> Studies<'a> {
                 tx.commit().await?;
                 return Ok(self.assigned(&plan, &t, experiment_id));
             }
+        }
+        if worker.status == WORKER_DRAINING {
+            // `more_work` as for any worker, so an agent run with `--exit-when-done` still exits
+            // when the studies end.
+            return Ok(LeaseResponse {
+                assignment: None,
+                reason: Some(format!("worker '{}' is draining: it takes no trial until `tracker worker resume {}`.", worker.worker_id, worker.worker_id)),
+                more_work: self.more_work(req.study.as_deref()).await?,
+                retry_after_s: IDLE_RETRY_S,
+            });
         }
         if worker.status == "paused" {
             return Ok(LeaseResponse {
@@ -559,14 +583,19 @@ impl<'a> Studies<'a> {
                 }
             }
         }
-        let still = match &req.study {
+        let more_work = self.more_work(req.study.as_deref()).await?;
+        Ok(LeaseResponse { assignment: None, reason: Some(reason), more_work, retry_after_s: IDLE_RETRY_S })
+    }
+
+    /// Whether the study (or any study) may still hand out trials: it is running or paused.
+    async fn more_work(&self, study: Option<&str>) -> Result<bool> {
+        Ok(match study {
             Some(s) => {
                 let st = self.store.get_study(s).await?.status;
                 st == "running" || st == "paused"
             }
             None => !self.store.study_names_with_status(&["running", "paused"]).await?.is_empty(),
-        };
-        Ok(LeaseResponse { assignment: None, reason: Some(reason), more_work: still, retry_after_s: IDLE_RETRY_S })
+        })
     }
 
     /// Marks expired leases lost and requeues their trials (or fails them past `max_lost`).
@@ -948,14 +977,20 @@ impl<'a> Studies<'a> {
         trial_info(&t)
     }
 
-    /// Renews the worker's leases; a lease that is no longer current gets a `stop` command.
+    /// Renews the worker's leases; a lease that is no longer current gets a `stop` command, and
+    /// every lease of a draining worker a `preempt` command.
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
-        self.store.get_worker(&req.worker_id).await?;
+        let worker = self.store.get_worker(&req.worker_id).await?;
         self.store.touch_worker(&req.worker_id).await?;
         let now = now_ms();
         let mut commands = Vec::new();
         for lease in &req.leases {
+            // Renewed even when draining: the lease must outlive the release that follows.
             if self.store.renew_lease(lease, &req.worker_id, now, self.expires(now)).await? {
+                if worker.status == WORKER_DRAINING {
+                    let reason = format!("worker '{}' is draining", worker.worker_id);
+                    commands.push(Command { lease_id: lease.clone(), action: "preempt".into(), reason });
+                }
                 continue;
             }
             let reason = match self.store.trial_by_lease(lease).await? {

@@ -367,6 +367,51 @@ async fn failures_are_retried_then_final_and_flapping_workers_pause_postgres() {
     failures_are_retried_then_final_and_flapping_workers_pause(Backend::Postgres).await;
 }
 
+/// A drained worker's trial is preempted at its next heartbeat; released, it resumes on another
+/// worker from its checkpoint, and the drained worker leases nothing until resumed.
+async fn drained_worker_is_preempted_and_its_trial_resumes_elsewhere(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    call(&s, "studies/create", json!({"spec": spec("drain", json!({"max_trials": 2}))})).await.ok();
+    register(&s, "w1").await;
+    register(&s, "w2").await;
+    let a = lease(&s, "w1").await["assignment"].clone();
+    let lease_1 = a["lease_id"].as_str().unwrap().to_owned();
+    trial_call(&s, "drain", 0, "report", json!({"lease_id": lease_1, "step": 1, "value": 3.0, "checkpoint": "checkpoints/step-1"})).await.ok();
+    let hb = call(&s, "workers/heartbeat", json!({"worker_id": "w1", "leases": [lease_1]})).await.ok();
+    assert_eq!(hb["commands"], json!([]), "nothing to say before the drain");
+
+    let w = call(&s, "workers/drain", json!({"worker_id": "w1"})).await.ok();
+    assert_eq!(w["worker"]["status"], "draining");
+    call(&s, "workers/drain", json!({"worker_id": "nobody"})).await.err(404, "RESOURCE_DOES_NOT_EXIST");
+    let hb = call(&s, "workers/heartbeat", json!({"worker_id": "w1", "leases": [lease_1]})).await.ok();
+    assert_eq!(hb["commands"], json!([{"lease_id": lease_1, "action": "preempt", "reason": "worker 'w1' is draining"}]));
+    // The lease stays valid until the worker gives the trial back.
+    trial_call(&s, "drain", 0, "report", json!({"lease_id": lease_1, "step": 2, "value": 2.5, "checkpoint": "checkpoints/step-2"})).await.ok();
+    let t = trial_call(&s, "drain", 0, "release", json!({"lease_id": lease_1, "reason": "preempted: worker 'w1' is draining"})).await.ok();
+    assert_eq!(t["state"], "queued");
+
+    let l = lease(&s, "w1").await;
+    assert!(l.get("assignment").is_none() && l["reason"].as_str().unwrap().contains("draining"), "{l}");
+    let b = lease(&s, "w2").await["assignment"].clone();
+    assert_eq!((b["trial"].clone(), b["attempt"].clone()), (json!(0), json!(2)), "the preempted trial goes first");
+    assert_eq!(b["resume"], json!({"checkpoint": "checkpoints/step-2", "step": 2}));
+    trial_call(&s, "drain", 0, "report", json!({"lease_id": lease_1, "step": 3, "value": 2.0})).await.err(409, "RESOURCE_CONFLICT");
+
+    let w = call(&s, "workers/resume", json!({"worker_id": "w1"})).await.ok();
+    assert_eq!(w["worker"]["status"], "active");
+    assert_eq!(lease(&s, "w1").await["assignment"]["trial"], 1);
+}
+
+#[tokio::test]
+async fn drained_worker_is_preempted_and_its_trial_resumes_elsewhere_sqlite() {
+    drained_worker_is_preempted_and_its_trial_resumes_elsewhere(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn drained_worker_is_preempted_and_its_trial_resumes_elsewhere_postgres() {
+    drained_worker_is_preempted_and_its_trial_resumes_elsewhere(Backend::Postgres).await;
+}
+
 /// How long the concurrency soak runs (`TRACKER_TEST_SOAK_S`, default 60 s).
 fn soak() -> Duration {
     Duration::from_secs(std::env::var("TRACKER_TEST_SOAK_S").ok().and_then(|v| v.parse().ok()).unwrap_or(60))

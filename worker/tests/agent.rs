@@ -290,6 +290,23 @@ async fn a_heartbeat_stop_command_ends_the_trial() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_preempt_command_stops_the_command_and_releases_the_trial() {
+    let server = start().await;
+    let work = tempfile::tempdir().unwrap();
+    let a = assignment(&server, 5, "echo '{\"step\": 1, \"value\": 1}'; sleep 30").await;
+    server.fake.with(|p| {
+        p.heartbeat_commands.push(Command { lease_id: a.lease_id.clone(), action: "preempt".into(), reason: "worker 'w' is draining".into() });
+        p.queue.push_back(a);
+    });
+    let started = std::time::Instant::now();
+    run_to_end(&agent(&server, work.path())).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "the command was not stopped");
+    let (completes, fails, releases) = server.fake.with(|p| (p.completes.len(), p.fails.len(), p.releases.clone()));
+    assert_eq!((completes, fails), (0, 0));
+    assert_eq!(releases, vec![ReleaseRequest { lease_id: "lease-5".into(), reason: "preempted: worker 'w' is draining".into() }]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mlflow_logged_objective_is_forwarded_and_resume_is_downloaded() {
     let server = start().await;
     let work = tempfile::tempdir().unwrap();

@@ -169,15 +169,20 @@ impl Tracker {
     }
 
     async fn create_study(&self, spec: Value) {
+        self.post("studies/create", json!({ "spec": spec })).await;
+    }
+
+    /// POSTs `body` to `/api/tracker/{path}` and expects a success.
+    async fn post(&self, path: &str, body: Value) {
         let resp = reqwest::Client::new()
-            .post(format!("{}/api/tracker/studies/create", self.base()))
-            .json(&json!({ "spec": spec }))
+            .post(format!("{}/api/tracker/{path}", self.base()))
+            .json(&body)
             .send()
             .await
-            .expect("studies/create sent");
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "studies/create: {status}: {text}");
+        assert!(status.is_success(), "{path}: {status}: {text}");
     }
 }
 
@@ -370,6 +375,16 @@ impl Harness {
         }
     }
 
+    /// The steps a trial's last checkpoint says were trained, each with the attempt that trained
+    /// it: `(step, attempt)`.
+    async fn trained_steps(&self, t: &TrialInfo) -> Vec<(u64, u32)> {
+        let dest = self.dir.path().join(format!("final-checkpoint-{}", t.number));
+        let checkpoint = t.checkpoint.clone().unwrap_or_default();
+        self.client.download_artifact_dir(&t.run_id, &checkpoint, &dest).await.unwrap_or_else(|e| panic!("download {checkpoint}: {e}"));
+        let state: Value = serde_json::from_str(&std::fs::read_to_string(dest.join("state.json")).expect("state.json")).expect("json");
+        state["trained"].as_array().expect("trained").iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap() as u32)).collect()
+    }
+
     /// The objective's history of a trial, as (step, value) in the order the tracker returns.
     async fn history(&self, t: &TrialInfo) -> Vec<(i64, f64)> {
         let points = self.client.metric_history(&t.run_id, METRIC).await.expect("metric history");
@@ -534,16 +549,52 @@ async fn killed_worker_trial_resumes_from_its_checkpoint_elsewhere() {
     }
     // The final checkpoint: every step trained once, the dead attempt's steps by it and the rest
     // by a later attempt that resumed from its checkpoint (not from scratch).
-    let dest = h.dir.path().join("final-checkpoint");
-    let checkpoint = t.checkpoint.clone().unwrap_or_default();
-    h.client.download_artifact_dir(&t.run_id, &checkpoint, &dest).await.unwrap_or_else(|e| panic!("download {checkpoint}: {e}"));
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(dest.join("state.json")).expect("state.json")).expect("json");
-    let trained: Vec<(u64, u32)> = state["trained"].as_array().expect("trained").iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_u64().unwrap() as u32)).collect();
+    let trained = h.trained_steps(&t).await;
     let steps: Vec<u64> = trained.iter().map(|p| p.0).collect();
     assert_eq!(steps, (1..=MAX_RESOURCE).collect::<Vec<_>>(), "trained steps in the final checkpoint: {trained:?}");
     assert!(trained.iter().any(|p| p.1 == attempt), "the killed attempt's steps are kept: {trained:?}");
     assert!(trained.iter().any(|p| p.1 > attempt), "a later attempt finished the trial: {trained:?}");
     eprintln!("killed_worker_trial_resumes_from_its_checkpoint_elsewhere: trial {trial} lost {} attempt {}, {:?}", t.lost, t.attempt, started.elapsed());
+}
+
+/// `tracker worker drain` mid-trial: the drained agent stops its command at the next heartbeat
+/// and releases the trial, which another worker resumes from its checkpoint; the drained agent
+/// takes no other trial and still exits when the study is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_worker_hands_its_trial_to_another_from_its_checkpoint() {
+    let mut h = Harness::new("e2e-drain").await;
+    // Steps of 0.5 s: the trial is still running when the drain reaches it (heartbeats every 0.67 s).
+    h.create_study(json!({"kind": "fifo", "max_resource": MAX_RESOURCE}), 3, 0.5).await;
+    h.spawn_worker("drained");
+    let d = h
+        .wait_study("the drained worker to report step 2", Duration::from_secs(30), |d| {
+            d.trials.iter().any(|t| t.worker_id.as_deref() == Some("drained") && t.state == "running" && t.last_step.is_some_and(|s| s >= 2))
+        })
+        .await;
+    let t = d.trials.iter().find(|t| t.worker_id.as_deref() == Some("drained") && t.state == "running").expect("the drained worker's trial").clone();
+    h.tracker.post("workers/drain", json!({"worker_id": "drained"})).await;
+    h.wait_study("the drained worker to release its trial", Duration::from_secs(15), |d| d.trials.iter().all(|x| x.worker_id.as_deref() != Some("drained"))).await;
+    h.spawn_worker("w1");
+
+    let d = h.wait_finished().await;
+    h.wait_workers_exit(&[], &d).await;
+    for x in &d.trials {
+        h.check_history(x, &d).await;
+        if x.state != "complete" || x.last_step != Some(MAX_RESOURCE) {
+            panic!("{}", h.failure(&format!("trial {} ended {} at {:?}; FIFO trials all complete", x.number, x.state, x.last_step), Some(&d)));
+        }
+    }
+    let done = d.trials.iter().find(|x| x.number == t.number).expect("the preempted trial").clone();
+    if done.lost != 1 || done.attempt != t.attempt + 1 || done.failures != 0 {
+        panic!("{}", h.failure(&format!("trial {} should have been released once and resumed: {done:?}", t.number), Some(&d)));
+    }
+    // Every step trained once: the preempted attempt's steps by it, the rest by the next one,
+    // which resumed from the checkpoint instead of starting over.
+    let trained = h.trained_steps(&done).await;
+    assert_eq!(trained.iter().map(|p| p.0).collect::<Vec<_>>(), (1..=MAX_RESOURCE).collect::<Vec<_>>(), "{trained:?}");
+    assert!(trained.iter().any(|p| p.1 == t.attempt) && trained.iter().any(|p| p.1 > t.attempt), "{trained:?}");
+    assert!(d.trials.iter().all(|x| x.number == t.number || x.attempt == 1), "the drained worker started nothing else");
+    assert!(h.worker("drained").log_contains("trial preempted; releasing it"), "{}", h.worker("drained").log_tail(20));
 }
 
 /// The tracker restarts mid-study (a fresh store on the same SQLite file, the same port): the

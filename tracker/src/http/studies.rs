@@ -32,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/tracker/workers/heartbeat", post(heartbeat))
         .route("/tracker/workers/list", get(list_workers))
         .route("/tracker/workers/resume", post(resume_worker))
+        .route("/tracker/workers/drain", post(drain_worker))
 }
 
 fn studies(app: &AppState) -> Studies<'_> {
@@ -136,4 +137,8 @@ struct ByWorker {
 
 async fn resume_worker(State(app): State<AppState>, Body(req): Body<ByWorker>) -> Result<Json<Value>> {
     Ok(Json(json!({ "worker": studies(&app).resume_worker(&req.worker_id).await? })))
+}
+
+async fn drain_worker(State(app): State<AppState>, Body(req): Body<ByWorker>) -> Result<Json<Value>> {
+    Ok(Json(json!({ "worker": studies(&app).drain_worker(&req.worker_id).await? })))
 }

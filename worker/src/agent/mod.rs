@@ -169,6 +169,15 @@ impl Agent {
         let _ = heartbeat.await;
 
         let a = &session.assignment;
+        if let Some(EndReason::Preempted(why)) = session.end_reason() {
+            tracing::info!(study = %a.study, trial = a.trial, reason = %why, "trial preempted; releasing it");
+            let req = ReleaseRequest { lease_id: a.lease_id.clone(), reason: format!("preempted: {why}") };
+            match retrying("release", &CancellationToken::new(), Some(SHUTDOWN_CALL_BUDGET), || self.client.release(&a.study, a.trial, &req)).await {
+                Ok(info) => tracing::info!(study = %a.study, trial = a.trial, state = %info.state, "release: done"),
+                Err(e) => tracing::warn!(study = %a.study, trial = a.trial, error = ?e, "release failed; the lease will expire and the trial resume elsewhere"),
+            }
+            return;
+        }
         if let Some(reason) = session.end_reason() {
             // Stopped, paused or lost: the tracker already knows; nothing more to say.
             tracing::info!(study = %a.study, trial = a.trial, ?reason, "trial ended by the tracker");
@@ -289,8 +298,8 @@ impl Agent {
     }
 }
 
-/// Every `heartbeat_s`: renews the lease (obeying a `stop` command) and forwards the objective
-/// points the trial logged through MLflow.
+/// Every `heartbeat_s`: renews the lease (obeying a `stop` or `preempt` command) and forwards
+/// the objective points the trial logged through MLflow.
 async fn heartbeat_loop(client: TrackerClient, worker_id: String, session: Arc<TrialSession>, stop: CancellationToken) {
     let a = &session.assignment;
     let period = Duration::try_from_secs_f64(a.heartbeat_s).unwrap_or(Duration::from_secs(10)).max(Duration::from_millis(100));
@@ -305,6 +314,8 @@ async fn heartbeat_loop(client: TrackerClient, worker_id: String, session: Arc<T
                 for c in resp.commands {
                     if c.lease_id == a.lease_id && c.action == "stop" {
                         session.end(EndReason::Stopped(format!("tracker command: {}", c.reason)));
+                    } else if c.lease_id == a.lease_id && c.action == "preempt" {
+                        session.end(EndReason::Preempted(c.reason));
                     } else {
                         tracing::debug!(lease_id = %c.lease_id, action = %c.action, reason = %c.reason, "command ignored");
                     }

@@ -23,6 +23,9 @@ pub(crate) enum EndReason {
     Paused,
     /// The tracker answered 409: the lease is no longer the trial's.
     LeaseLost(String),
+    /// The tracker sent a `preempt` command (the worker is draining): the trial is given back,
+    /// to resume elsewhere from its last checkpoint.
+    Preempted(String),
 }
 
 pub(crate) struct TrialSession {
