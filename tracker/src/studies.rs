@@ -12,6 +12,7 @@
 //! mirrored in the run status and the `tracker.*` tags.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::studies::{
@@ -29,6 +30,7 @@ use crate::store::audit::ChangeBy;
 use crate::store::promotion::Promotion;
 use crate::store::registry::NewModelVersion;
 use crate::store::{now_ms, Store};
+use crate::app::App;
 
 /// Tags of a model version registered by a study: the study, the trial, the promotion's outcome.
 const STUDY_TAG: &str = "tracker.study";
@@ -271,6 +273,29 @@ fn run_status(state: &str) -> &'static str {
         "pruned" | "stopped" => "KILLED",
         _ => "SCHEDULED",
     }
+}
+
+/// Runs [`Studies::sweep_expired_leases`] every heartbeat period until the app is dropped.
+pub(crate) fn sweep_expired_leases_in_background(app: &Arc<App>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!("no Tokio runtime: expired leases are swept only when workers ask for work");
+        return;
+    };
+    let app = Arc::downgrade(app);
+    runtime.spawn(async move {
+        loop {
+            let period = match app.upgrade() {
+                Some(app) => {
+                    if let Err(e) = Studies::new(&app.store, app.lease_timing).sweep_expired_leases().await {
+                        tracing::warn!(error = %e, "sweeping expired leases failed; retrying at the next period");
+                    }
+                    app.lease_timing.heartbeat()
+                }
+                None => return,
+            };
+            tokio::time::sleep(period.max(Duration::from_millis(100))).await;
+        }
+    });
 }
 
 /// The status of a worker that `tracker worker drain` took out of service.
@@ -596,6 +621,27 @@ impl<'a> Studies<'a> {
             }
             None => !self.store.study_names_with_status(&["running", "paused"]).await?.is_empty(),
         })
+    }
+
+    /// Marks the attempts whose lease ran out as lost and requeues their trials, in every study,
+    /// without waiting for a worker to ask for work, so that the UI and `/metrics` never show a
+    /// dead worker's trial as running. [`sweep_expired_leases_in_background`] calls it every
+    /// heartbeat period; a lease or report about the study does the same sweep on its way.
+    /// Returns the studies swept.
+    pub async fn sweep_expired_leases(&self) -> Result<Vec<String>> {
+        let now = now_ms();
+        let names = self.store.studies_with_expired_leases(now).await?;
+        for name in &names {
+            let mut tx = self.store.begin_study(name).await?;
+            let plan = Plan::from_stored(&tx.study)?;
+            self.sweep_expired(&mut tx, &plan, now).await?;
+            let finished = finish_if_done(&mut tx, &plan).await?;
+            tx.commit().await?;
+            if finished {
+                self.register_best(name).await;
+            }
+        }
+        Ok(names)
     }
 
     /// Marks expired leases lost and requeues their trials (or fails them past `max_lost`).

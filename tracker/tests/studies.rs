@@ -367,6 +367,36 @@ async fn failures_are_retried_then_final_and_flapping_workers_pause_postgres() {
     failures_are_retried_then_final_and_flapping_workers_pause(Backend::Postgres).await;
 }
 
+/// A dead worker's trial is requeued when its lease runs out, though no worker asks for work:
+/// the study shows it queued, not running on a worker that is gone.
+async fn expired_leases_are_swept_without_a_lease_call(backend: Backend) {
+    let timing = LeaseTiming { lease_ttl: Duration::from_millis(900) };
+    let Some(s) = common::start_with(backend, Auth::default(), timing).await else { return };
+    call(&s, "studies/create", json!({"spec": spec("swept", json!({"max_trials": 2}))})).await.ok();
+    register(&s, "w1").await;
+    let a = lease(&s, "w1").await["assignment"].clone();
+    trial_call(&s, "swept", 0, "report", json!({"lease_id": a["lease_id"], "step": 1, "value": 3.0})).await.ok();
+    let trial = || async { s.send(s.client.get(s.url("/api/tracker/studies/get")).query(&[("name", "swept")])).await.ok()["trials"][0].clone() };
+    assert_eq!(trial().await["state"], "running");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while trial().await["state"] == "running" {
+        assert!(std::time::Instant::now() < deadline, "the expired lease was never swept: {}", trial().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = trial().await;
+    assert_eq!((t["state"].clone(), t["lost"].clone(), t["worker_id"].clone()), (json!("queued"), json!(1), Value::Null), "{t}");
+}
+
+#[tokio::test]
+async fn expired_leases_are_swept_without_a_lease_call_sqlite() {
+    expired_leases_are_swept_without_a_lease_call(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn expired_leases_are_swept_without_a_lease_call_postgres() {
+    expired_leases_are_swept_without_a_lease_call(Backend::Postgres).await;
+}
+
 /// A drained worker's trial is preempted at its next heartbeat; released, it resumes on another
 /// worker from its checkpoint, and the drained worker leases nothing until resumed.
 async fn drained_worker_is_preempted_and_its_trial_resumes_elsewhere(backend: Backend) {

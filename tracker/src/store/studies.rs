@@ -210,6 +210,14 @@ impl Store {
         Ok(q.fetch_all(&self.read).await?)
     }
 
+    /// The studies that have a running trial whose lease ran out before `now`.
+    pub async fn studies_with_expired_leases(&self, now: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar::<_, String>("select distinct study from trial where state = 'running' and lease_expires < $1 order by study")
+            .bind(now)
+            .fetch_all(&self.read)
+            .await?)
+    }
+
     /// The trials of a study, by number (read-only snapshot).
     pub async fn list_trials(&self, study: &str) -> Result<Vec<TrialRow>> {
         let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number"))
