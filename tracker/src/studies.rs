@@ -583,33 +583,59 @@ impl<'a> Studies<'a> {
             None => self.store.study_names_with_status(&["running"]).await?,
         };
         let mut reason = "no running study".to_owned();
+        // A study whose decision lock another call holds (here, or in another replica: Postgres'
+        // `FOR UPDATE SKIP LOCKED`) is passed over at first, so a busy study does not hold up
+        // leases from the others; it is waited for only when no other study had a trial. With
+        // one study there is nothing to pass over to, so its lock is waited for at once.
+        let mut busy = Vec::new();
         for name in &names {
-            let mut tx = self.store.begin_study(name).await?;
-            if tx.study.status != "running" {
-                reason = format!("study '{name}' is {}", tx.study.status);
-                tx.commit().await?;
-                continue;
-            }
-            let plan = Plan::from_stored(&tx.study)?;
-            self.sweep_expired(&mut tx, &plan, now).await?;
-            match self.pick(&mut tx, &plan, &worker.worker_id, now).await? {
-                Some(t) => {
-                    let experiment_id = tx.study.experiment_id;
-                    tx.commit().await?;
-                    return Ok(self.assigned(&plan, &t, experiment_id));
-                }
-                None => {
-                    let finished = finish_if_done(&mut tx, &plan).await?;
-                    reason = format!("study '{name}' has no trial to start now");
-                    tx.commit().await?;
-                    if finished {
-                        self.register_best(name).await;
+            let tx = if names.len() == 1 { Some(self.store.begin_study(name).await?) } else { self.store.begin_study_unless_busy(name).await? };
+            match tx {
+                Some(tx) => {
+                    if let Some(t) = self.lease_in(tx, &worker.worker_id, now, &mut reason).await? {
+                        return Ok(t);
                     }
                 }
+                None => busy.push(name),
+            }
+        }
+        for name in busy {
+            let tx = self.store.begin_study(name).await?;
+            if let Some(t) = self.lease_in(tx, &worker.worker_id, now, &mut reason).await? {
+                return Ok(t);
             }
         }
         let more_work = self.more_work(req.study.as_deref()).await?;
         Ok(LeaseResponse { assignment: None, reason: Some(reason), more_work, retry_after_s: IDLE_RETRY_S })
+    }
+
+    /// Leases a trial of the study locked by `tx` to the worker, or commits and says in `reason`
+    /// why there is none (finishing the study when nothing more can run).
+    async fn lease_in(&self, mut tx: StudyTx, worker_id: &str, now: i64, reason: &mut String) -> Result<Option<LeaseResponse>> {
+        let name = tx.study.name.clone();
+        if tx.study.status != "running" {
+            *reason = format!("study '{name}' is {}", tx.study.status);
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let plan = Plan::from_stored(&tx.study)?;
+        self.sweep_expired(&mut tx, &plan, now).await?;
+        match self.pick(&mut tx, &plan, worker_id, now).await? {
+            Some(t) => {
+                let experiment_id = tx.study.experiment_id;
+                tx.commit().await?;
+                Ok(Some(self.assigned(&plan, &t, experiment_id)))
+            }
+            None => {
+                let finished = finish_if_done(&mut tx, &plan).await?;
+                *reason = format!("study '{name}' has no trial to start now");
+                tx.commit().await?;
+                if finished {
+                    self.register_best(&name).await;
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// Whether the study (or any study) may still hand out trials: it is running or paused.

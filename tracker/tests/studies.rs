@@ -367,6 +367,34 @@ async fn failures_are_retried_then_final_and_flapping_workers_pause_postgres() {
     failures_are_retried_then_final_and_flapping_workers_pause(Backend::Postgres).await;
 }
 
+/// On Postgres, a lease passes over a study whose decision another replica is making (`FOR
+/// UPDATE SKIP LOCKED`) and takes a trial of the next study at once; with no other study, it
+/// waits for the busy one.
+#[tokio::test]
+async fn a_lease_passes_over_a_study_another_replica_holds_postgres() {
+    let Some(s) = common::start(Backend::Postgres).await else { return };
+    call(&s, "studies/create", json!({"spec": spec("first", json!({"max_trials": 1}))})).await.ok();
+    call(&s, "studies/create", json!({"spec": spec("second", json!({"max_trials": 1}))})).await.ok();
+    register(&s, "w1").await;
+    register(&s, "w2").await;
+    let other_replica = tracker::store::Store::open(&tracker::store::BackendUri::Postgres(s.backend_store_uri())).await.unwrap();
+    let held = other_replica.begin_study("first").await.unwrap();
+
+    let leased = tokio::time::timeout(Duration::from_secs(5), lease(&s, "w1")).await.expect("the lease waited for the busy study");
+    assert_eq!(leased["assignment"]["study"], "second", "{leased}");
+
+    // Only the busy study has work left: the lease waits for it, then gets its trial.
+    let waiting = tokio::spawn({
+        let (base, client) = (s.base.clone(), s.client.clone());
+        async move { client.post(format!("{base}/api/tracker/workers/lease")).json(&json!({"worker_id": "w2"})).send().await.unwrap().json::<Value>().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "the lease did not wait for the only study with work");
+    held.commit().await.unwrap();
+    let leased = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the lease went on once the study was free").unwrap();
+    assert_eq!(leased["assignment"]["study"], "first", "{leased}");
+}
+
 /// A dead worker's trial is requeued when its lease runs out, though no worker asks for work:
 /// the study shows it queued, not running on a worker that is gone.
 async fn expired_leases_are_swept_without_a_lease_call(backend: Backend) {

@@ -329,8 +329,30 @@ impl Store {
     /// writer). Correctness rests on the row lock and the version alone.
     pub async fn begin_study(&self, name: &str) -> Result<StudyTx> {
         let slot = self.study_cache.lock().map_err(|_| poisoned())?.entry(name.to_owned()).or_default().clone();
-        let mut copy = slot.clone().lock_owned().await;
+        let copy = slot.clone().lock_owned().await;
+        let tx = self.write.begin().await?;
+        self.open_study(name, slot, copy, tx).await
+    }
+
+    /// Like [`Store::begin_study`], but `None` at once when another decision about the study
+    /// holds it: in this process, or on Postgres in another replica (`FOR UPDATE SKIP LOCKED`).
+    /// On SQLite the one write connection already serializes every decision.
+    pub async fn begin_study_unless_busy(&self, name: &str) -> Result<Option<StudyTx>> {
+        let slot = self.study_cache.lock().map_err(|_| poisoned())?.entry(name.to_owned()).or_default().clone();
+        let Ok(copy) = slot.clone().try_lock_owned() else { return Ok(None) };
         let mut tx = self.write.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            let free = sqlx::query("select name from study where name = $1 for update skip locked").bind(name).fetch_optional(&mut *tx).await?;
+            if free.is_none() {
+                return Ok(None);
+            }
+        }
+        self.open_study(name, slot, copy, tx).await.map(Some)
+    }
+
+    /// The rest of [`Store::begin_study`] once the study's slot is held: locks the study's row
+    /// (bumping its version) and reads its trials, from the slot's copy when still current.
+    async fn open_study(&self, name: &str, slot: StudySlot, mut copy: tokio::sync::OwnedMutexGuard<Option<CachedStudy>>, mut tx: Transaction<'static, Any>) -> Result<StudyTx> {
         // Locking and bumping in one statement saves a round trip per decision; a rollback
         // undoes the bump.
         let row = sqlx::query(&format!("update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version"))
