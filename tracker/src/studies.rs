@@ -653,8 +653,7 @@ impl<'a> Studies<'a> {
     /// without waiting for a worker to ask for work, so that the UI and `/metrics` never show a
     /// dead worker's trial as running. [`sweep_expired_leases_in_background`] calls it every
     /// heartbeat period; a lease or report about the study does the same sweep on its way.
-    /// Returns the studies swept.
-    pub async fn sweep_expired_leases(&self) -> Result<Vec<String>> {
+    pub async fn sweep_expired_leases(&self) -> Result<()> {
         let now = now_ms();
         let names = self.store.studies_with_expired_leases(now).await?;
         for name in &names {
@@ -667,7 +666,7 @@ impl<'a> Studies<'a> {
                 self.register_best(name).await;
             }
         }
-        Ok(names)
+        Ok(())
     }
 
     /// Marks expired leases lost and requeues their trials (or fails them past `max_lost`).
