@@ -44,7 +44,8 @@ impl AppState {
 
     /// Wraps the components, with leases of the given lifetime.
     pub fn with_lease_timing(store: Store, artifacts: Artifacts, auth: Auth, lease_timing: LeaseTiming) -> Self {
-        let app = Arc::new(App { store, artifacts, auth, metrics: Metrics::default(), lease_timing, webhooks: Default::default() });
+        let metrics = Metrics::new(&store);
+        let app = Arc::new(App { store, artifacts, auth, metrics, lease_timing, webhooks: Default::default() });
         // Both run until this state is dropped.
         crate::webhooks::Dispatcher::start(&app);
         crate::studies::sweep_expired_leases_in_background(&app);

@@ -91,6 +91,7 @@ impl From<store::Error> for Error {
                 Error::Unavailable("database busy, retry".into())
             }
             store::Error::Db(e) => Error::Internal(e.into()),
+            store::Error::Sqlite(e) => Error::Internal(e.into()),
         }
     }
 }

@@ -3,6 +3,9 @@
 //! * `tracker_http_requests_total{method,route,status}`: requests answered;
 //! * `tracker_http_request_duration_seconds{method,route}`: latency histogram;
 //! * `tracker_db_pool_connections{pool,state}`: open connections of each pool, idle or in use;
+//! * `tracker_metric_group_transactions_total` and `tracker_metric_group_requests_total` (SQLite):
+//!   transactions the group commit of metric points ran and requests it answered; their ratio is
+//!   the requests stored per transaction;
 //! * `tracker_study_trials{study,state}`: trials of each study by state;
 //! * `tracker_study_waiting_trials{study}`: trials of a running study that a worker could start
 //!   now (requeued ones plus those not yet sampled): the queue depth that autoscalers (KEDA, HPA
@@ -19,8 +22,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -69,6 +73,35 @@ pub struct Metrics {
     pool: Family<PoolLabels, Gauge>,
     study_trials: Family<StudyStateLabels, Gauge>,
     study_waiting: Family<StudyLabels, Gauge>,
+}
+
+/// The group commit's counts, read from the store at each scrape.
+#[derive(Debug)]
+struct GroupCommitCollector(Arc<crate::store::GroupCommitCounts>);
+
+impl Collector for GroupCommitCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, value) in [
+            ("tracker_metric_group_transactions", "Transactions the group commit of metric points ran", &self.0.transactions),
+            ("tracker_metric_group_requests", "Requests of metric points the group commit answered", &self.0.requests),
+        ] {
+            let counter = ConstCounter::new(value.load(Relaxed));
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// The metrics of a server over `store`.
+    pub fn new(store: &crate::store::Store) -> Self {
+        let mut metrics = Metrics::default();
+        if let Some(counts) = store.group_commit_counts() {
+            metrics.registry.register_collector(Box::new(GroupCommitCollector(counts)));
+        }
+        metrics
+    }
 }
 
 impl Default for Metrics {

@@ -151,6 +151,9 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
     let exp = s.create_experiment("m").await;
     let run = s.create_run(&exp).await;
     s.put_artifact(&format!("{exp}/{run}/artifacts/a/b.txt"), "x").await;
+    for step in 0..3 {
+        s.post("runs/log-metric", json!({"run_id": run, "key": "loss", "value": 0.5, "timestamp": 1, "step": step})).await.ok();
+    }
     let reply = s.send(s.client.get(s.url("/metrics"))).await;
     assert_eq!(reply.status, 200);
     let text = reply.text;
@@ -162,5 +165,8 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
     has(r#"tracker_http_request_duration_seconds_count{method="GET",route="/api/2.0/mlflow/experiments/get"} 3"#);
     has(r#"tracker_db_pool_connections{pool="read",state="idle"}"#);
     has(r#"tracker_db_pool_connections{pool="write",state="in_use"}"#);
+    // One client logging one point at a time: each request is a group of its own.
+    has("tracker_metric_group_requests_total 3");
+    has("tracker_metric_group_transactions_total 3");
     assert!(!text.contains(&run), "raw paths never become labels");
 }

@@ -260,17 +260,27 @@ async fn restore_run(State(app): State<AppState>, MlflowRequest(req): MlflowRequ
     Ok(Json(json!({})))
 }
 
-async fn search_runs(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> JsonResult {
+async fn search_runs(State(app): State<AppState>, MlflowRequest(req): MlflowRequest) -> Result<axum::response::Response> {
     let filter = search::parse_run_filter(req.filter.as_deref().unwrap_or("")).map_err(search_error)?;
     let order = search::parse_run_order_by(&req.order_by).map_err(search_error)?;
     let view = ViewType::parse(req.run_view_type.as_deref()).map_err(Error::InvalidParameter)?;
     let max = page_size(&req, 1000, MAX_SEARCH_RUNS)?;
     let page = app.store.search_runs(&req.experiment_ids, &filter, &order, view, max, req.page_token.as_deref()).await?;
-    let mut body = json!({});
-    if !page.runs.is_empty() {
-        body["runs"] = json!(page.runs);
+    // Serialized straight from the runs, as the history is: a page of 1,000 runs is 1.8 MB.
+    #[derive(serde::Serialize)]
+    struct Runs<'a> {
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        runs: &'a [api::mlflow::Run],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_page_token: Option<String>,
     }
-    Ok(Json(with_page_token(body, page.next_page_token)))
+    json_response(&Runs { runs: &page.runs, next_page_token: page.next_page_token })
+}
+
+/// A JSON body serialized from `value` without a `serde_json::Value` tree in between.
+fn json_response(value: &impl serde::Serialize) -> Result<axum::response::Response> {
+    let body = serde_json::to_vec(value).map_err(|e| Error::Internal(e.into()))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn new_metric(
@@ -408,16 +418,7 @@ async fn get_metric_history(State(app): State<AppState>, MlflowRequest(req): Mlf
         }
     }
     let page = app.store.metric_history(id, key, req.max_results, req.page_token.as_deref()).await?;
-    // Serialized by hand: a 100k-point history is the largest response the server writes, and a
-    // `serde_json::Value` tree of it would cost more than the query.
-    #[derive(serde::Serialize)]
-    struct History<'a> {
-        #[serde(skip_serializing_if = "<[_]>::is_empty")]
-        metrics: &'a [api::mlflow::Metric],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        next_page_token: Option<String>,
-    }
-    let body = serde_json::to_vec(&History { metrics: &page.metrics, next_page_token: page.next_page_token }).map_err(|e| Error::Internal(e.into()))?;
+    let body = super::history_json::history_body(&page.metrics, page.next_page_token.as_deref());
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod artifacts;
+mod history_json;
 pub mod mlflow;
 pub mod promotion;
 pub mod registry;

@@ -10,10 +10,20 @@
 //! SQLite allows one writer at a time. Writes therefore go through a pool of one connection
 //! (`write`), so concurrent requests queue in the pool instead of failing with `SQLITE_BUSY`, while
 //! reads use a pool of several connections under WAL. On Postgres both pools are the same pool.
+//!
+//! Two paths exist on SQLite alone, for speed, and run the same SQL:
+//! - reads that return many rows (metric history, run search and hydration) step their
+//!   statements through rusqlite instead of sqlx's per-row channel (`native`);
+//! - requests that log metric points alone are stored in groups, one transaction for every
+//!   request waiting at that moment (`group_commit`).
 
 pub mod audit;
 pub mod experiments;
+mod group_commit;
+
+pub use group_commit::GroupCommitCounts;
 pub mod logged_models;
+mod native;
 pub mod promotion;
 pub mod registry;
 pub mod backup;
@@ -50,6 +60,9 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Db(sqlx::Error),
+    /// The database failed on a read of the native SQLite path (`native`).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
 }
 
 impl From<sqlx::Error> for Error {
@@ -74,7 +87,13 @@ impl Error {
     /// connection, SQLite's busy or locked database, and Postgres' serialization failures,
     /// deadlock victims, lock timeouts, connection limits and a server starting or shutting down.
     pub fn is_transient(&self) -> bool {
-        let Error::Db(e) = self else { return false };
+        let e = match self {
+            Error::Db(e) => e,
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                return matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            }
+            _ => return false,
+        };
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
             sqlx::Error::Database(db) => {
@@ -116,6 +135,10 @@ pub struct Store {
     study_cache: studies::StudyCache,
     /// Each metric's last block as this process last wrote it (see `runs::LastBlocks`).
     last_blocks: runs::LastBlocks,
+    /// Reads of many rows through rusqlite, on SQLite only (see `native`).
+    native: Option<std::sync::Arc<native::NativeReads>>,
+    /// Requests that log metric points alone, stored in groups, on SQLite only (see `group_commit`).
+    group_commit: Option<group_commit::GroupCommit>,
 }
 
 /// Where the metadata lives, parsed from `--backend-store-uri`.
@@ -168,6 +191,10 @@ impl Store {
                     AnyPoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(Duration::from_secs(30))
+                        // A connection to a local file does not go stale, and the ping sqlx
+                        // sends before handing one out is a trip to its SQLite thread, as
+                        // costly as a statement.
+                        .test_before_acquire(false)
                         .after_connect(|conn, _| {
                             Box::pin(async move {
                                 // WAL lets readers run beside the writer; NORMAL sync is durable
@@ -188,7 +215,10 @@ impl Store {
                 sqlx::migrate!("../migrations/sqlite").run(&write).await.map_err(migrate_error)?;
                 let read = pool(8).await?;
                 checkpoint_in_background(read.clone());
-                Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default(), last_blocks: Default::default() }
+                let native = Some(std::sync::Arc::new(native::NativeReads::new(path)));
+                let last_blocks = runs::LastBlocks::default();
+                let group_commit = Some(group_commit::GroupCommit::start(write.clone(), Dialect::Sqlite, last_blocks.clone()));
+                Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default(), last_blocks, native, group_commit }
             }
             BackendUri::Postgres(url) => {
                 let opts = AnyConnectOptions::from_str(url)?;
@@ -198,7 +228,7 @@ impl Store {
                     .connect_with(opts)
                     .await?;
                 sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(migrate_error)?;
-                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool, study_cache: Default::default(), last_blocks: Default::default() }
+                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool, study_cache: Default::default(), last_blocks: Default::default(), native: None, group_commit: None }
             }
         };
         Ok(store)
@@ -212,6 +242,11 @@ impl Store {
     /// Pool statistics for `/metrics`: (connections open, idle connections), reads and writes.
     pub fn pool_stats(&self) -> [(&'static str, u32, usize); 2] {
         [("read", self.read.size(), self.read.num_idle()), ("write", self.write.size(), self.write.num_idle())]
+    }
+
+    /// What the group commit of metric points has done, on SQLite (for `/metrics`).
+    pub fn group_commit_counts(&self) -> Option<std::sync::Arc<GroupCommitCounts>> {
+        self.group_commit.as_ref().map(|g| g.counts().clone())
     }
 
     /// Checks that the database answers (for `/health`).

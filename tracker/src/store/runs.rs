@@ -5,11 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use api::mlflow::{Dataset, DatasetInput, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunOutputs, Tag};
 use base64::Engine;
-use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::experiments::{parse_experiment_id, ViewType};
-use super::search_sql::{self, bind_all};
+use super::search_sql::{self, Bind};
 use super::{decode_offset_token, now_ms, placeholders, Dialect, Error, Result, Store};
 use crate::search::{RunClause, RunOrder};
 
@@ -121,20 +120,22 @@ pub struct HistoryPage {
 
 const RUN_COLUMNS: &str = "r.run_uuid, r.experiment_id, r.run_name, r.user_id, r.status, r.start_time, r.end_time, r.artifact_uri, r.lifecycle_stage";
 
-fn run_info_from_row(row: &AnyRow) -> Result<RunInfo> {
-    let id: String = row.try_get(0)?;
-    Ok(RunInfo {
+/// The columns of [`RUN_COLUMNS`] as read.
+type RunInfoRow = (String, i64, String, String, String, i64, Option<i64>, String, String);
+
+fn run_info_from_row((id, experiment_id, run_name, user_id, status, start_time, end_time, artifact_uri, lifecycle_stage): RunInfoRow) -> RunInfo {
+    RunInfo {
         run_uuid: id.clone(),
         run_id: id,
-        experiment_id: row.try_get::<i64, _>(1)?.to_string(),
-        run_name: row.try_get(2)?,
-        user_id: row.try_get(3)?,
-        status: row.try_get(4)?,
-        start_time: row.try_get(5)?,
-        end_time: row.try_get(6)?,
-        artifact_uri: row.try_get(7)?,
-        lifecycle_stage: row.try_get(8)?,
-    })
+        experiment_id: experiment_id.to_string(),
+        run_name,
+        user_id,
+        status,
+        start_time,
+        end_time,
+        artifact_uri,
+        lifecycle_stage,
+    }
 }
 
 /// The run statuses MLflow knows.
@@ -194,12 +195,9 @@ impl Store {
 
     /// A run's metadata alone.
     pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
-        let row = sqlx::query(&format!("select {RUN_COLUMNS} from run r where r.run_uuid = $1"))
-            .bind(run_id)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))?;
-        run_info_from_row(&row)
+        let sql = format!("select {RUN_COLUMNS} from run r where r.run_uuid = $1");
+        let row: Option<RunInfoRow> = self.fetch_rows(sql, vec![Bind::Text(run_id.to_owned())]).await?.pop();
+        row.map(run_info_from_row).ok_or_else(|| run_not_found(run_id))
     }
 
     /// A run with its params, tags, latest metrics, inputs and outputs.
@@ -230,37 +228,29 @@ impl Store {
                 "select i.run_uuid, i.tags_json, d.name, d.digest, d.source_type, d.source, d.schema, d.profile from run_input i join dataset d on d.dataset_uuid = i.dataset_uuid where i.run_uuid in ({list}) order by d.name, d.digest"
             );
             let outputs_sql = format!("select run_uuid, model_id, step from run_output where run_uuid in ({list}) order by step, model_id");
-            for row in bind_ids(&params_sql, &ids).fetch_all(&self.read).await? {
-                let run: String = row.try_get(0)?;
-                runs[index[&run]].data.params.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
+            let binds: Vec<Bind> = ids.iter().map(|id| Bind::Text((*id).clone())).collect();
+            let params: Vec<(String, String, String)> = self.fetch_rows(params_sql, binds.clone()).await?;
+            for (run, key, value) in params {
+                runs[index[&run]].data.params.push(Tag { key, value });
             }
-            for row in bind_ids(&tags_sql, &ids).fetch_all(&self.read).await? {
-                let run: String = row.try_get(0)?;
-                runs[index[&run]].data.tags.push(Tag { key: row.try_get(1)?, value: row.try_get(2)? });
+            let tags: Vec<(String, String, String)> = self.fetch_rows(tags_sql, binds.clone()).await?;
+            for (run, key, value) in tags {
+                runs[index[&run]].data.tags.push(Tag { key, value });
             }
-            for row in bind_ids(&metrics_sql, &ids).fetch_all(&self.read).await? {
-                let run: String = row.try_get(0)?;
-                runs[index[&run]].data.metrics.push(metric_from_row(&row, 1)?);
+            let metrics: Vec<(String, String, f64, i64, i64, i64)> = self.fetch_rows(metrics_sql, binds.clone()).await?;
+            for (run, key, value, is_nan, timestamp, step) in metrics {
+                let value = if is_nan != 0 { f64::NAN } else { value };
+                runs[index[&run]].data.metrics.push(Metric { key, value, timestamp, step, dataset_name: None, dataset_digest: None, model_id: None, run_id: None });
             }
-            for row in bind_ids(&inputs_sql, &ids).fetch_all(&self.read).await? {
-                let run: String = row.try_get(0)?;
-                let tags_json: String = row.try_get(1)?;
+            type InputRow = (String, String, String, String, String, String, Option<String>, Option<String>);
+            let inputs: Vec<InputRow> = self.fetch_rows(inputs_sql, binds.clone()).await?;
+            for (run, tags_json, name, digest, source_type, source, schema, profile) in inputs {
                 let tags: Vec<Tag> = serde_json::from_str(&tags_json).unwrap_or_default();
-                runs[index[&run]].inputs.dataset_inputs.push(DatasetInput {
-                    tags,
-                    dataset: Dataset {
-                        name: row.try_get(2)?,
-                        digest: row.try_get(3)?,
-                        source_type: row.try_get(4)?,
-                        source: row.try_get(5)?,
-                        schema: row.try_get(6)?,
-                        profile: row.try_get(7)?,
-                    },
-                });
+                runs[index[&run]].inputs.dataset_inputs.push(DatasetInput { tags, dataset: Dataset { name, digest, source_type, source, schema, profile } });
             }
-            for row in bind_ids(&outputs_sql, &ids).fetch_all(&self.read).await? {
-                let run: String = row.try_get(0)?;
-                runs[index[&run]].outputs.model_outputs.push(ModelOutput { model_id: Some(row.try_get(1)?), step: Some(row.try_get(2)?) });
+            let outputs: Vec<(String, String, i64)> = self.fetch_rows(outputs_sql, binds).await?;
+            for (run, model_id, step) in outputs {
+                runs[index[&run]].outputs.model_outputs.push(ModelOutput { model_id: Some(model_id), step: Some(step) });
             }
         }
         Ok(runs)
@@ -303,7 +293,12 @@ impl Store {
     /// Params are immutable: re-logging the same value is a no-op, another value is refused.
     /// The latest-metric table is updated in the same transaction, keeping MLflow's rule for
     /// "latest": the highest (step, timestamp, value).
+    ///
+    /// On SQLite, a request of metric points alone joins the group commit (`group_commit`).
     pub async fn log_batch(&self, run_id: &str, metrics: &[NewMetric], params: &[(String, String)], tags: &[(String, String)]) -> Result<()> {
+        if let Some(group_commit) = self.group_commit.as_ref().filter(|_| params.is_empty() && tags.is_empty() && !metrics.is_empty()) {
+            return group_commit.log(run_id, metrics.to_vec()).await;
+        }
         let info = self.get_run_info(run_id).await?;
         check_active(&info)?;
         let mut tx = self.write.begin().await?;
@@ -317,7 +312,7 @@ impl Store {
             }
         }
         if !metrics.is_empty() {
-            insert_metrics(&mut tx, self.dialect, &self.last_blocks, run_id, metrics).await?;
+            insert_metrics(&mut tx, self.dialect, &self.last_blocks, &[(run_id, metrics)]).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -342,25 +337,28 @@ impl Store {
     pub async fn metric_history(&self, run_id: &str, key: &str, max_results: Option<i64>, page_token: Option<&str>) -> Result<HistoryPage> {
         let after = decode_history_token(page_token)?;
         let limit = max_results.unwrap_or(i64::MAX / 2);
-        let mut sql = String::from("select key, value, is_nan, timestamp, step, metric_id from metric where run_uuid = $1 and key = $2");
-        if after.is_some() {
+        let mut sql = String::from("select value, is_nan, timestamp, step, metric_id from metric where run_uuid = $1 and key = $2");
+        let mut binds = vec![Bind::Text(run_id.to_owned()), Bind::Text(key.to_owned())];
+        if let Some((ts, step, id)) = after {
             sql.push_str(" and (timestamp, step, metric_id) > ($3, $4, $5)");
+            binds.extend([Bind::Int(ts), Bind::Int(step), Bind::Int(id)]);
         }
         sql.push_str(&format!(" order by timestamp, step, metric_id limit {}", limit.saturating_add(1)));
-        let mut q = sqlx::query(&sql).bind(run_id).bind(key);
-        if let Some((ts, step, id)) = after {
-            q = q.bind(ts).bind(step).bind(id);
-        }
-        let rows = q.fetch_all(&self.read).await?;
+        let rows: Vec<(f64, i64, i64, i64, i64)> = self.fetch_rows(sql, binds).await?;
         let mut metrics = Vec::with_capacity(rows.len().min(limit as usize));
         let mut last = None;
-        for (i, row) in rows.iter().enumerate() {
-            if i as i64 == limit {
-                break;
-            }
-            let m = metric_from_row(row, 0)?;
-            last = Some((m.timestamp, m.step, row.try_get::<i64, _>(5)?));
-            metrics.push(m);
+        for &(value, is_nan, timestamp, step, metric_id) in rows.iter().take(limit as usize) {
+            metrics.push(Metric {
+                key: key.to_owned(),
+                value: if is_nan != 0 { f64::NAN } else { value },
+                timestamp,
+                step,
+                dataset_name: None,
+                dataset_digest: None,
+                model_id: None,
+                run_id: None,
+            });
+            last = Some((timestamp, step, metric_id));
         }
         let next_page_token = if rows.len() as i64 > limit { last.map(encode_history_token) } else { None };
         Ok(HistoryPage { metrics, next_page_token })
@@ -436,13 +434,11 @@ impl Store {
             max_results + 1,
             offset
         );
-        let mut q = sqlx::query(&sql);
-        for id in &ids {
-            q = q.bind(*id);
-        }
-        let q = bind_all(bind_all(q, &where_frag.binds), &order_frag.binds);
-        let rows = q.fetch_all(&self.read).await?;
-        let mut infos = rows.iter().map(run_info_from_row).collect::<Result<Vec<_>>>()?;
+        let mut binds: Vec<Bind> = ids.iter().map(|id| Bind::Int(*id)).collect();
+        binds.extend(where_frag.binds);
+        binds.extend(order_frag.binds);
+        let rows: Vec<RunInfoRow> = self.fetch_rows(sql, binds).await?;
+        let mut infos: Vec<RunInfo> = rows.into_iter().map(run_info_from_row).collect();
         let next_page_token = super::next_offset_token(&mut infos, max_results, offset);
         Ok(RunPage { runs: self.hydrate(infos).await?, next_page_token })
     }
@@ -505,38 +501,21 @@ impl Store {
     }
 }
 
-/// A query over `run_uuid in (...)` with the run ids bound in order.
-fn bind_ids<'q>(sql: &'q str, ids: &[&String]) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
-    let mut q = sqlx::query(sql);
-    for id in ids {
-        q = q.bind((*id).clone());
-    }
-    q
+fn check_active(info: &RunInfo) -> Result<()> {
+    check_active_stage(&info.run_id, &info.lifecycle_stage)
 }
 
-fn check_active(info: &RunInfo) -> Result<()> {
-    if info.lifecycle_stage != "active" {
-        return Err(Error::Invalid(format!(
-            "The run {} must be in the 'active' state. Current state is {}.",
-            info.run_id, info.lifecycle_stage
-        )));
+/// Only an active run takes new data.
+pub(super) fn check_active_stage(run_id: &str, lifecycle_stage: &str) -> Result<()> {
+    if lifecycle_stage != "active" {
+        return Err(Error::Invalid(format!("The run {run_id} must be in the 'active' state. Current state is {lifecycle_stage}.")));
     }
     Ok(())
 }
 
-fn metric_from_row(row: &AnyRow, first: usize) -> Result<Metric> {
-    let is_nan: i64 = row.try_get(first + 2)?;
-    let value: f64 = if is_nan != 0 { f64::NAN } else { row.try_get(first + 1)? };
-    Ok(Metric {
-        key: row.try_get(first)?,
-        value,
-        timestamp: row.try_get(first + 3)?,
-        step: row.try_get(first + 4)?,
-        dataset_name: None,
-        dataset_digest: None,
-        model_id: None,
-        run_id: None,
-    })
+/// MLflow's words for an unknown run.
+pub(super) fn run_not_found(run_id: &str) -> Error {
+    Error::NotFound(format!("Run with id={run_id} not found"))
 }
 
 /// Clamps infinities to the largest finite doubles and splits NaN into (0, is_nan), MLflow's layout.
@@ -630,17 +609,23 @@ fn row_placeholders(dialect: Dialect, count: usize, width: usize) -> String {
     sql
 }
 
-pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, last_blocks: &LastBlocks, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
-    for chunk in metrics.chunks(METRIC_ROWS_PER_INSERT) {
+/// Metric points of one run: what a request logs.
+pub(super) type RunPoints<'a> = (&'a str, &'a [NewMetric]);
+
+/// Stores metric points of one or more runs (a request, or the requests a group commit folds
+/// together), with their latest-metric rows and chart blocks, in the caller's transaction.
+pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, last_blocks: &LastBlocks, batches: &[RunPoints<'_>]) -> Result<()> {
+    let points: Vec<(&str, &NewMetric)> = batches.iter().flat_map(|(run_id, metrics)| metrics.iter().map(move |m| (*run_id, m))).collect();
+    for chunk in points.chunks(METRIC_ROWS_PER_INSERT) {
         let sql = format!(
             "insert into metric (run_uuid, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id) values {}",
             row_placeholders(dialect, chunk.len(), 9)
         );
         let mut q = sqlx::query(&sql);
-        for m in chunk {
+        for (run_id, m) in chunk {
             let (value, is_nan) = stored_value(m.value);
             q = q
-                .bind(run_id)
+                .bind(*run_id)
                 .bind(&m.key)
                 .bind(value)
                 .bind(is_nan)
@@ -652,19 +637,19 @@ pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: 
         }
         q.execute(&mut **tx).await?;
     }
-    // One upsert per key: the batch's own latest point per key first (a statement may not update
-    // the same row twice on Postgres), then compared with the stored latest in SQL.
-    let mut latest: BTreeMap<&str, &NewMetric> = BTreeMap::new();
-    for m in metrics {
-        let replace = match latest.get(m.key.as_str()) {
+    // One upsert per (run, key): the points' own latest per key first (a statement may not
+    // update the same row twice on Postgres), then compared with the stored latest in SQL.
+    let mut latest: BTreeMap<(&str, &str), &NewMetric> = BTreeMap::new();
+    for &(run_id, m) in &points {
+        let replace = match latest.get(&(run_id, m.key.as_str())) {
             None => true,
             Some(cur) => latest_order(m) > latest_order(cur),
         };
         if replace {
-            latest.insert(&m.key, m);
+            latest.insert((run_id, &m.key), m);
         }
     }
-    let latest: Vec<&NewMetric> = latest.into_values().collect();
+    let latest: Vec<(&str, &NewMetric)> = latest.into_iter().map(|((run_id, _), m)| (run_id, m)).collect();
     for chunk in latest.chunks(METRIC_ROWS_PER_INSERT) {
         let sql = format!(
             "insert into latest_metric (run_uuid, key, value, is_nan, timestamp, step) values {} \
@@ -673,13 +658,13 @@ pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: 
             row_placeholders(dialect, chunk.len(), 6)
         );
         let mut q = sqlx::query(&sql);
-        for m in chunk {
+        for (run_id, m) in chunk {
             let (value, is_nan) = stored_value(m.value);
-            q = q.bind(run_id).bind(&m.key).bind(value).bind(is_nan).bind(m.timestamp).bind(m.step);
+            q = q.bind(*run_id).bind(&m.key).bind(value).bind(is_nan).bind(m.timestamp).bind(m.step);
         }
         q.execute(&mut **tx).await?;
     }
-    update_metric_blocks(tx, dialect, last_blocks, run_id, metrics).await
+    update_metric_blocks(tx, dialect, last_blocks, &points).await
 }
 
 /// Where each metric's last block stands as this process last wrote it: `(run, key)` ->
@@ -715,51 +700,57 @@ impl LastBlocks {
 ///
 /// Two transactions logging the same key at once may both fill the same last block; the upsert
 /// then merges them into one block of more points, which stays a correct summary.
-async fn update_metric_blocks(tx: &mut Transaction<'static, Any>, dialect: Dialect, cache: &LastBlocks, run_id: &str, metrics: &[NewMetric]) -> Result<()> {
-    let mut points_by_key: BTreeMap<&str, Vec<&NewMetric>> = BTreeMap::new();
-    for m in metrics {
-        points_by_key.entry(&m.key).or_default().push(m);
+async fn update_metric_blocks(tx: &mut Transaction<'static, Any>, dialect: Dialect, cache: &LastBlocks, points: &[(&str, &NewMetric)]) -> Result<()> {
+    let mut points_by_key: BTreeMap<(&str, &str), Vec<&NewMetric>> = BTreeMap::new();
+    for &(run_id, m) in points {
+        points_by_key.entry((run_id, &m.key)).or_default().push(m);
     }
     // (block number, points in it) of each key's last block: remembered, else read.
-    let mut last_blocks: HashMap<String, (i64, i64)> = HashMap::new();
-    let mut unknown: Vec<&str> = Vec::new();
-    for key in points_by_key.keys() {
+    let mut last_blocks: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+    let mut unknown: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for &(run_id, key) in points_by_key.keys() {
         match cache.get(run_id, key) {
             Some(last) => {
-                last_blocks.insert((*key).to_owned(), last);
+                last_blocks.insert((run_id, key), last);
             }
-            None => unknown.push(key),
+            None => unknown.entry(run_id).or_default().push(key),
         }
     }
-    for chunk in unknown.chunks(METRIC_ROWS_PER_INSERT) {
-        let sql = format!(
-            "select b.key, b.block, b.points from metric_block b where b.run_uuid = $1 and b.key in ({}) \
-             and b.block = (select max(m.block) from metric_block m where m.run_uuid = b.run_uuid and m.key = b.key)",
-            placeholders(2, chunk.len())
-        );
-        let mut q = sqlx::query(&sql).bind(run_id);
-        for key in chunk {
-            q = q.bind(*key);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            last_blocks.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+    for (run_id, keys) in &unknown {
+        for chunk in keys.chunks(METRIC_ROWS_PER_INSERT) {
+            let sql = format!(
+                "select b.key, b.block, b.points from metric_block b where b.run_uuid = $1 and b.key in ({}) \
+                 and b.block = (select max(m.block) from metric_block m where m.run_uuid = b.run_uuid and m.key = b.key)",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(*run_id);
+            for key in chunk {
+                q = q.bind(*key);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                let key: String = row.try_get(0)?;
+                // The row's key is one of `chunk`'s, borrowed from the points.
+                if let Some(key) = chunk.iter().find(|k| **k == key) {
+                    last_blocks.insert((run_id, key), (row.try_get(1)?, row.try_get(2)?));
+                }
+            }
         }
     }
-    let mut blocks: Vec<(&str, i64, MetricBlock)> = Vec::new();
-    for (key, points) in points_by_key {
-        let (mut number, mut filled) = last_blocks.get(key).copied().unwrap_or((0, 0));
+    let mut blocks: Vec<(&str, &str, i64, MetricBlock)> = Vec::new();
+    for ((run_id, key), points) in points_by_key {
+        let (mut number, mut filled) = last_blocks.get(&(run_id, key)).copied().unwrap_or((0, 0));
         let mut block = MetricBlock::EMPTY;
         for m in points {
             if filled >= POINTS_PER_BLOCK {
                 if block.points > 0 {
-                    blocks.push((key, number, block));
+                    blocks.push((run_id, key, number, block));
                 }
                 (number, filled, block) = (number + 1, 0, MetricBlock::EMPTY);
             }
             filled += 1;
             block.add(m);
         }
-        blocks.push((key, number, block));
+        blocks.push((run_id, key, number, block));
         cache.set(run_id, key, (number, filled));
     }
     // A statement updates each (key, block) once, as Postgres requires: the fold above made them unique.
@@ -783,9 +774,9 @@ async fn update_metric_blocks(tx: &mut Transaction<'static, Any>, dialect: Diale
             row_placeholders(dialect, chunk.len(), 11)
         );
         let mut q = sqlx::query(&sql);
-        for (key, number, b) in chunk {
+        for (run_id, key, number, b) in chunk {
             q = q
-                .bind(run_id)
+                .bind(*run_id)
                 .bind(*key)
                 .bind(*number)
                 .bind(b.points)

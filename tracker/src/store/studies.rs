@@ -621,7 +621,7 @@ impl StudyTx {
     /// Logs a metric point to a trial's run, in this transaction.
     pub async fn log_metric(&mut self, run_id: &str, key: &str, value: f64, step: i64) -> Result<()> {
         let m = NewMetric { key: key.to_owned(), value, timestamp: now_ms(), step, dataset_name: None, dataset_digest: None, model_id: None };
-        insert_metrics(&mut self.tx, self.dialect, &self.last_blocks, run_id, &[m]).await
+        insert_metrics(&mut self.tx, self.dialect, &self.last_blocks, &[(run_id, &[m])]).await
     }
 
     /// Sets a trial run's status (and end time when terminal) and tags.
