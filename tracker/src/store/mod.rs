@@ -15,7 +15,8 @@
 //! - reads that return many rows (metric history, run search and hydration) step their
 //!   statements through rusqlite instead of sqlx's per-row channel (`native`);
 //! - requests that log metric points alone are stored in groups, one transaction for every
-//!   request waiting at that moment (`group_commit`).
+//!   request waiting at that moment, through rusqlite while the group holds sqlx's write
+//!   connection (`group_commit`).
 
 pub mod audit;
 pub mod experiments;
@@ -217,7 +218,7 @@ impl Store {
                 checkpoint_in_background(read.clone());
                 let native = Some(std::sync::Arc::new(native::NativeReads::new(path)));
                 let last_blocks = runs::LastBlocks::default();
-                let group_commit = Some(group_commit::GroupCommit::start(write.clone(), Dialect::Sqlite, last_blocks.clone()));
+                let group_commit = Some(group_commit::GroupCommit::start(write.clone(), native::NativeWriter::new(path), last_blocks.clone()));
                 Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default(), last_blocks, native, group_commit }
             }
             BackendUri::Postgres(url) => {

@@ -8,8 +8,10 @@
 //!
 //! The SQL is the store's own and the same on both databases; only the executor differs
 //! ([`Store::fetch_rows`]), so Postgres keeps sqlx and the conformance suite covers both paths.
-//! Writes stay on sqlx's single write connection: these connections are `query_only`.
+//! The read connections are `query_only`. The one write connection here, [`NativeWriter`],
+//! stores the group commit's metric points with the same statements as sqlx's path.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +19,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::any::AnyRow;
 
+use super::runs::{block_statements, last_block_queries, point_statements, points_of, LastBlocks, RunPoints};
 use super::search_sql::{bind_all_as, Bind};
-use super::{Result, Store};
+use super::{Dialect, Result, Store};
 
 /// Read connections open at once (and blocking threads in use), as many as sqlx's read pool.
 const MAX_CONNECTIONS: usize = 8;
@@ -111,11 +114,25 @@ impl NativeReads {
 }
 
 /// Prepares (or reuses) `sql`, binds `binds` and collects the rows.
-///
-/// Placeholders are bound as sqlx binds them on SQLite: `$n` takes the n-th value wherever it
-/// stands (SQLite numbers named parameters by first appearance, which is not always n), and an
-/// anonymous `?` takes the value of its position.
-fn query<T: NativeRow>(conn: &Connection, sql: &str, binds: &[Bind]) -> rusqlite::Result<Vec<T>> {
+pub(crate) fn query<T: NativeRow>(conn: &Connection, sql: &str, binds: &[Bind]) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = prepare(conn, sql, binds)?;
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(T::from_native(row)?);
+    }
+    Ok(out)
+}
+
+/// Prepares (or reuses) `sql`, binds `binds` and runs it to its end.
+pub(crate) fn execute(conn: &Connection, sql: &str, binds: &[Bind]) -> rusqlite::Result<usize> {
+    prepare(conn, sql, binds)?.raw_execute()
+}
+
+/// A cached statement with `binds` bound as sqlx binds them on SQLite: `$n` takes the n-th
+/// value wherever it stands (SQLite numbers named parameters by first appearance, which is not
+/// always n), and an anonymous `?` takes the value of its position.
+fn prepare<'c>(conn: &'c Connection, sql: &str, binds: &[Bind]) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
     let mut stmt = conn.prepare_cached(sql)?;
     for index in 1..=stmt.parameter_count() {
         let number = match stmt.parameter_name(index) {
@@ -127,14 +144,68 @@ fn query<T: NativeRow>(conn: &Connection, sql: &str, binds: &[Bind]) -> rusqlite
             Bind::Text(s) => stmt.raw_bind_parameter(index, s)?,
             Bind::Float(f) => stmt.raw_bind_parameter(index, f)?,
             Bind::Int(i) => stmt.raw_bind_parameter(index, i)?,
+            Bind::NullText => stmt.raw_bind_parameter(index, rusqlite::types::Null)?,
         }
     }
-    let mut rows = stmt.raw_query();
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        out.push(T::from_native(row)?);
+    Ok(stmt)
+}
+
+/// The connection the group commit writes metric points through (see `group_commit`), on a
+/// blocking thread, while it holds sqlx's write connection: that single pooled connection is the
+/// process's write lock on SQLite, so these writes never wait on SQLite's own lock.
+pub(crate) struct NativeWriter {
+    path: PathBuf,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl std::fmt::Debug for NativeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeWriter").field("path", &self.path).finish_non_exhaustive()
     }
-    Ok(out)
+}
+
+impl NativeWriter {
+    /// The writer of the SQLite file at `path`, opened on first use.
+    pub(crate) fn new(path: &Path) -> Self {
+        NativeWriter { path: path.to_owned(), conn: Mutex::new(None) }
+    }
+
+    /// Runs `write` on the connection, opening it first if needed. Blocking.
+    pub(crate) fn with<T>(&self, write: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                // As on sqlx's connections (see `Store::open`): durable across process crashes,
+                // and no checkpoint inside a commit.
+                conn.execute_batch("pragma synchronous = normal; pragma wal_autocheckpoint = 0; pragma foreign_keys = on;")?;
+                conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
+                slot.insert(conn)
+            }
+        };
+        write(conn)
+    }
+
+    /// [`runs::insert_metrics`](super::runs::insert_metrics) on this connection: the same
+    /// statements, in the caller's transaction.
+    pub(crate) fn insert_metrics(conn: &Connection, last_blocks: &LastBlocks, batches: &[RunPoints<'_>]) -> Result<()> {
+        let points = points_of(batches);
+        for statement in point_statements(Dialect::Sqlite, &points) {
+            execute(conn, &statement.sql, &statement.binds)?;
+        }
+        let mut looked_up = HashMap::new();
+        for (run_id, q) in last_block_queries(last_blocks, &points) {
+            for (key, block, points) in query::<(String, i64, i64)>(conn, &q.sql, &q.binds)? {
+                looked_up.insert((run_id.to_owned(), key), (block, points));
+            }
+        }
+        for statement in block_statements(Dialect::Sqlite, last_blocks, &points, &looked_up) {
+            execute(conn, &statement.sql, &statement.binds)?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {

@@ -1,6 +1,6 @@
 //! Runs and everything logged to them: params, tags, metrics (history and latest), inputs, outputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use api::mlflow::{Dataset, DatasetInput, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunOutputs, Tag};
@@ -8,7 +8,7 @@ use base64::Engine;
 use sqlx::{Any, Row, Transaction};
 
 use super::experiments::{parse_experiment_id, ViewType};
-use super::search_sql::{self, Bind};
+use super::search_sql::{self, bind_all, Bind, SqlFragment};
 use super::{decode_offset_token, now_ms, placeholders, Dialect, Error, Result, Store};
 use crate::search::{RunClause, RunOrder};
 
@@ -612,35 +612,56 @@ fn row_placeholders(dialect: Dialect, count: usize, width: usize) -> String {
 /// Metric points of one run: what a request logs.
 pub(super) type RunPoints<'a> = (&'a str, &'a [NewMetric]);
 
+/// The points of `batches`, each with its run.
+pub(super) fn points_of<'a>(batches: &[RunPoints<'a>]) -> Vec<(&'a str, &'a NewMetric)> {
+    batches.iter().flat_map(|(run_id, metrics)| metrics.iter().map(move |m| (*run_id, m))).collect()
+}
+
 /// Stores metric points of one or more runs (a request, or the requests a group commit folds
 /// together), with their latest-metric rows and chart blocks, in the caller's transaction.
+///
+/// The statements come from [`point_statements`], [`last_block_queries`] and
+/// [`block_statements`]; the group commit on SQLite runs the same ones through rusqlite
+/// (`native::NativeWriter::insert_metrics`).
 pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, last_blocks: &LastBlocks, batches: &[RunPoints<'_>]) -> Result<()> {
-    let points: Vec<(&str, &NewMetric)> = batches.iter().flat_map(|(run_id, metrics)| metrics.iter().map(move |m| (*run_id, m))).collect();
+    let points = points_of(batches);
+    for statement in point_statements(dialect, &points) {
+        bind_all(sqlx::query(&statement.sql), &statement.binds).execute(&mut **tx).await?;
+    }
+    let mut looked_up = HashMap::new();
+    for (run_id, query) in last_block_queries(last_blocks, &points) {
+        for row in bind_all(sqlx::query(&query.sql), &query.binds).fetch_all(&mut **tx).await? {
+            looked_up.insert((run_id.to_owned(), row.try_get(0)?), (row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    for statement in block_statements(dialect, last_blocks, &points, &looked_up) {
+        bind_all(sqlx::query(&statement.sql), &statement.binds).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The inserts of `points` and the upserts of their runs' latest-metric rows.
+pub(super) fn point_statements(dialect: Dialect, points: &[(&str, &NewMetric)]) -> Vec<SqlFragment> {
+    let mut statements = Vec::new();
+    let text = |s: &str| Bind::Text(s.to_owned());
+    let nullable = |s: &Option<String>| s.as_deref().map_or(Bind::NullText, text);
     for chunk in points.chunks(METRIC_ROWS_PER_INSERT) {
         let sql = format!(
             "insert into metric (run_uuid, key, value, is_nan, timestamp, step, dataset_name, dataset_digest, model_id) values {}",
             row_placeholders(dialect, chunk.len(), 9)
         );
-        let mut q = sqlx::query(&sql);
+        let mut binds = Vec::with_capacity(chunk.len() * 9);
         for (run_id, m) in chunk {
             let (value, is_nan) = stored_value(m.value);
-            q = q
-                .bind(*run_id)
-                .bind(&m.key)
-                .bind(value)
-                .bind(is_nan)
-                .bind(m.timestamp)
-                .bind(m.step)
-                .bind(&m.dataset_name)
-                .bind(&m.dataset_digest)
-                .bind(&m.model_id);
+            binds.extend([text(run_id), text(&m.key), Bind::Float(value), Bind::Int(is_nan), Bind::Int(m.timestamp), Bind::Int(m.step)]);
+            binds.extend([nullable(&m.dataset_name), nullable(&m.dataset_digest), nullable(&m.model_id)]);
         }
-        q.execute(&mut **tx).await?;
+        statements.push(SqlFragment { sql, binds });
     }
     // One upsert per (run, key): the points' own latest per key first (a statement may not
     // update the same row twice on Postgres), then compared with the stored latest in SQL.
     let mut latest: BTreeMap<(&str, &str), &NewMetric> = BTreeMap::new();
-    for &(run_id, m) in &points {
+    for &(run_id, m) in points {
         let replace = match latest.get(&(run_id, m.key.as_str())) {
             None => true,
             Some(cur) => latest_order(m) > latest_order(cur),
@@ -657,14 +678,14 @@ pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: 
              where (excluded.step, excluded.timestamp, excluded.value) >= (latest_metric.step, latest_metric.timestamp, latest_metric.value)",
             row_placeholders(dialect, chunk.len(), 6)
         );
-        let mut q = sqlx::query(&sql);
+        let mut binds = Vec::with_capacity(chunk.len() * 6);
         for (run_id, m) in chunk {
             let (value, is_nan) = stored_value(m.value);
-            q = q.bind(*run_id).bind(&m.key).bind(value).bind(is_nan).bind(m.timestamp).bind(m.step);
+            binds.extend([text(run_id), text(&m.key), Bind::Float(value), Bind::Int(is_nan), Bind::Int(m.timestamp), Bind::Int(m.step)]);
         }
-        q.execute(&mut **tx).await?;
+        statements.push(SqlFragment { sql, binds });
     }
-    update_metric_blocks(tx, dialect, last_blocks, &points).await
+    statements
 }
 
 /// Where each metric's last block stands as this process last wrote it: `(run, key)` ->
@@ -695,50 +716,47 @@ impl LastBlocks {
     }
 }
 
-/// Folds new points into their metrics' blocks: each key's points, in the order given, fill its
-/// last block up to [`POINTS_PER_BLOCK`], then open the next.
-///
-/// Two transactions logging the same key at once may both fill the same last block; the upsert
-/// then merges them into one block of more points, which stays a correct summary.
-async fn update_metric_blocks(tx: &mut Transaction<'static, Any>, dialect: Dialect, cache: &LastBlocks, points: &[(&str, &NewMetric)]) -> Result<()> {
-    let mut points_by_key: BTreeMap<(&str, &str), Vec<&NewMetric>> = BTreeMap::new();
+/// Queries for the last block of each (run, key) of `points` that [`LastBlocks`] does not
+/// remember, with the run each is about; their rows are `(key, block, points)`.
+pub(super) fn last_block_queries<'a>(cache: &LastBlocks, points: &[(&'a str, &NewMetric)]) -> Vec<(&'a str, SqlFragment)> {
+    let mut unknown: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for &(run_id, m) in points {
-        points_by_key.entry((run_id, &m.key)).or_default().push(m);
-    }
-    // (block number, points in it) of each key's last block: remembered, else read.
-    let mut last_blocks: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
-    let mut unknown: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for &(run_id, key) in points_by_key.keys() {
-        match cache.get(run_id, key) {
-            Some(last) => {
-                last_blocks.insert((run_id, key), last);
-            }
-            None => unknown.entry(run_id).or_default().push(key),
+        if cache.get(run_id, &m.key).is_none() {
+            unknown.entry(run_id).or_default().insert(&m.key);
         }
     }
-    for (run_id, keys) in &unknown {
+    let mut queries = Vec::new();
+    for (run_id, keys) in unknown {
+        let keys: Vec<&str> = keys.into_iter().collect();
         for chunk in keys.chunks(METRIC_ROWS_PER_INSERT) {
             let sql = format!(
                 "select b.key, b.block, b.points from metric_block b where b.run_uuid = $1 and b.key in ({}) \
                  and b.block = (select max(m.block) from metric_block m where m.run_uuid = b.run_uuid and m.key = b.key)",
                 placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(*run_id);
-            for key in chunk {
-                q = q.bind(*key);
-            }
-            for row in q.fetch_all(&mut **tx).await? {
-                let key: String = row.try_get(0)?;
-                // The row's key is one of `chunk`'s, borrowed from the points.
-                if let Some(key) = chunk.iter().find(|k| **k == key) {
-                    last_blocks.insert((run_id, key), (row.try_get(1)?, row.try_get(2)?));
-                }
-            }
+            let binds = std::iter::once(run_id).chain(chunk.iter().copied()).map(|s| Bind::Text(s.to_owned())).collect();
+            queries.push((run_id, SqlFragment { sql, binds }));
         }
+    }
+    queries
+}
+
+/// Folds `points` into their metrics' blocks: each key's points, in the order given, fill its
+/// last block up to [`POINTS_PER_BLOCK`], then open the next. A key's last block is the one
+/// [`LastBlocks`] remembers, else the one `looked_up` (by [`last_block_queries`]) found, else
+/// none yet. Returns the block upserts and remembers where each key's last block now stands.
+///
+/// Two transactions logging the same key at once may both fill the same last block; the upsert
+/// then merges them into one block of more points, which stays a correct summary.
+pub(super) fn block_statements(dialect: Dialect, cache: &LastBlocks, points: &[(&str, &NewMetric)], looked_up: &HashMap<(String, String), (i64, i64)>) -> Vec<SqlFragment> {
+    let mut points_by_key: BTreeMap<(&str, &str), Vec<&NewMetric>> = BTreeMap::new();
+    for &(run_id, m) in points {
+        points_by_key.entry((run_id, &m.key)).or_default().push(m);
     }
     let mut blocks: Vec<(&str, &str, i64, MetricBlock)> = Vec::new();
     for ((run_id, key), points) in points_by_key {
-        let (mut number, mut filled) = last_blocks.get(&(run_id, key)).copied().unwrap_or((0, 0));
+        let last = cache.get(run_id, key).or_else(|| looked_up.get(&(run_id.to_owned(), key.to_owned())).copied());
+        let (mut number, mut filled) = last.unwrap_or((0, 0));
         let mut block = MetricBlock::EMPTY;
         for m in points {
             if filled >= POINTS_PER_BLOCK {
@@ -767,30 +785,22 @@ async fn update_metric_blocks(tx: &mut Transaction<'static, Any>, dialect: Diale
         larger("value_max"),
     ]
     .join(", ");
+    let mut statements = Vec::new();
     for chunk in blocks.chunks(METRIC_ROWS_PER_INSERT) {
         let sql = format!(
             "insert into metric_block (run_uuid, key, block, points, value_points, step_min, step_max, timestamp_min, timestamp_max, value_min, value_max) \
              values {} on conflict (run_uuid, key, block) do update set {merge}",
             row_placeholders(dialect, chunk.len(), 11)
         );
-        let mut q = sqlx::query(&sql);
+        let mut binds = Vec::with_capacity(chunk.len() * 11);
         for (run_id, key, number, b) in chunk {
-            q = q
-                .bind(*run_id)
-                .bind(*key)
-                .bind(*number)
-                .bind(b.points)
-                .bind(b.value_points)
-                .bind(b.steps.0)
-                .bind(b.steps.1)
-                .bind(b.timestamps.0)
-                .bind(b.timestamps.1)
-                .bind(b.values.0)
-                .bind(b.values.1);
+            binds.extend([Bind::Text((*run_id).to_owned()), Bind::Text((*key).to_owned()), Bind::Int(*number), Bind::Int(b.points), Bind::Int(b.value_points)]);
+            binds.extend([Bind::Int(b.steps.0), Bind::Int(b.steps.1), Bind::Int(b.timestamps.0), Bind::Int(b.timestamps.1)]);
+            binds.extend([Bind::Float(b.values.0), Bind::Float(b.values.1)]);
         }
-        q.execute(&mut **tx).await?;
+        statements.push(SqlFragment { sql, binds });
     }
-    Ok(())
+    statements
 }
 
 /// MLflow's order for "latest": step, then timestamp, then value (NaN counts as 0, as stored).

@@ -41,6 +41,8 @@ pub enum Bind {
     Text(String),
     Float(f64),
     Int(i64),
+    /// SQL NULL, typed as text for Postgres.
+    NullText,
 }
 
 /// A piece of SQL and the values for its placeholders, in placeholder order.
@@ -61,6 +63,7 @@ pub fn bind_all<'q, DB>(
 where
     DB: sqlx::Database,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB>,
     f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
@@ -69,6 +72,7 @@ where
             Bind::Text(s) => query.bind(s.clone()),
             Bind::Float(f) => query.bind(*f),
             Bind::Int(i) => query.bind(*i),
+            Bind::NullText => query.bind(None::<String>),
         };
     }
     query
@@ -82,6 +86,7 @@ pub fn bind_all_as<'q, DB, O>(
 where
     DB: sqlx::Database,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB>,
     f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
@@ -90,6 +95,7 @@ where
             Bind::Text(s) => query.bind(s.clone()),
             Bind::Float(f) => query.bind(*f),
             Bind::Int(i) => query.bind(*i),
+            Bind::NullText => query.bind(None::<String>),
         };
     }
     query
