@@ -21,8 +21,6 @@
 pub mod audit;
 pub mod experiments;
 mod group_commit;
-
-pub use group_commit::GroupCommitCounts;
 pub mod logged_models;
 mod native;
 pub mod promotion;
@@ -41,6 +39,7 @@ use base64::Engine;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use group_commit::GroupCommitCounts;
 pub use search_sql::Dialect;
 
 /// A store error. Handlers map these to MLflow error codes in `crate::error`.
@@ -61,7 +60,7 @@ pub enum Error {
     /// The database failed.
     #[error(transparent)]
     Db(sqlx::Error),
-    /// The database failed on a read of the native SQLite path (`native`).
+    /// The database failed on the native SQLite path (`native`, `group_commit`).
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
 }
