@@ -274,13 +274,14 @@ async fn search_runs(State(app): State<AppState>, MlflowRequest(req): MlflowRequ
         #[serde(skip_serializing_if = "Option::is_none")]
         next_page_token: Option<String>,
     }
-    json_response(&Runs { runs: &page.runs, next_page_token: page.next_page_token })
+    let body = serde_json::to_vec(&Runs { runs: &page.runs, next_page_token: page.next_page_token }).map_err(|e| Error::Internal(e.into()))?;
+    Ok(json_body(body))
 }
 
-/// A JSON body serialized from `value` without a `serde_json::Value` tree in between.
-fn json_response(value: &impl serde::Serialize) -> Result<axum::response::Response> {
-    let body = serde_json::to_vec(value).map_err(|e| Error::Internal(e.into()))?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+/// A response of JSON bytes already written, for the bodies too large to go through a
+/// `serde_json::Value` tree.
+fn json_body(body: Vec<u8>) -> axum::response::Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn new_metric(
@@ -418,8 +419,7 @@ async fn get_metric_history(State(app): State<AppState>, MlflowRequest(req): Mlf
         }
     }
     let page = app.store.metric_history(id, key, req.max_results, req.page_token.as_deref()).await?;
-    let body = super::history_json::history_body(&page.metrics, page.next_page_token.as_deref());
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(json_body(super::history_json::history_body(&page.metrics, page.next_page_token.as_deref())))
 }
 
 use axum::response::IntoResponse;

@@ -1,4 +1,4 @@
-//! Reads of many rows on SQLite, through rusqlite instead of sqlx.
+//! Reads of many rows, and the group commit's writes, on SQLite through rusqlite instead of sqlx.
 //!
 //! sqlx's SQLite driver runs each statement on a worker thread and hands every row to the async
 //! task through a channel, then converts it to an `AnyRow`: about 4 us a row here, so a
