@@ -140,6 +140,11 @@ pub struct SchedulerSpec {
     /// Reduction factor `eta`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reduction_factor: Option<u64>,
+    /// ASHA and Hyperband: judge a trial at a rung by the value its reported curve
+    /// extrapolates to at `max_resource` rather than by its value there (default false). Needs
+    /// at least 6 reports up to the rung; a trial with fewer is judged by its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extrapolate: Option<bool>,
 }
 
 fn default_scheduler_kind() -> String {
@@ -148,7 +153,7 @@ fn default_scheduler_kind() -> String {
 
 impl Default for SchedulerSpec {
     fn default() -> Self {
-        SchedulerSpec { kind: default_scheduler_kind(), min_resource: None, max_resource: None, reduction_factor: None }
+        SchedulerSpec { kind: default_scheduler_kind(), min_resource: None, max_resource: None, reduction_factor: None, extrapolate: None }
     }
 }
 

@@ -116,6 +116,7 @@ impl Plan {
                 min_resource: s.min_resource.unwrap_or(1),
                 max_resource: s.max_resource.ok_or_else(|| field_error("scheduler.max_resource", format!("is required by '{}'", s.kind)))?,
                 reduction_factor: s.reduction_factor.unwrap_or(3),
+                extrapolate: s.extrapolate.unwrap_or(false),
             };
             if c.reduction_factor < 2 {
                 return Err(field_error("scheduler.reduction_factor", "must be at least 2"));
@@ -125,6 +126,9 @@ impl Plan {
             }
             Ok(c)
         };
+        if s.extrapolate == Some(true) && matches!(s.kind.as_str(), "fifo" | "median") {
+            return Err(field_error("scheduler.extrapolate", format!("'{}' has no rungs to judge; use it with asha, asha_promote, hyperband or hyperband_promote", s.kind)));
+        }
         let (scheduler, milestones) = match s.kind.as_str() {
             "fifo" => (SchedulerKind::Fifo, Vec::new()),
             "median" => (SchedulerKind::Median, Vec::new()),
@@ -1226,6 +1230,25 @@ mod tests {
         let mut s = spec();
         s.max_trials = 0;
         assert!(err(s).contains("`max_trials`"));
+        let mut s = spec();
+        s.scheduler = api::studies::SchedulerSpec { kind: "fifo".into(), extrapolate: Some(true), ..Default::default() };
+        assert!(err(s).contains("`scheduler.extrapolate`"));
+    }
+
+    #[test]
+    fn extrapolate_reaches_the_asha_rule() {
+        let plan = Plan::compile(spec()).unwrap();
+        assert!(matches!(plan.scheduler, SchedulerKind::AshaStop(c) if !c.extrapolate));
+        let mut s = spec();
+        s.scheduler.extrapolate = Some(true);
+        let plan = Plan::compile(s).unwrap();
+        assert!(matches!(plan.scheduler, SchedulerKind::AshaStop(c) if c.extrapolate && c.max_resource == 9));
+        let json: StudySpec = serde_json::from_value(json!({
+            "name": "s2", "objective": {"metric": "loss", "direction": "minimize"}, "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+            "scheduler": {"kind": "asha_promote", "max_resource": 81, "extrapolate": true}, "max_trials": 4, "run": {"command": ["true"]}
+        }))
+        .unwrap();
+        assert!(matches!(Plan::compile(json).unwrap().scheduler, SchedulerKind::AshaPromote(c) if c.extrapolate));
     }
 
     #[test]

@@ -98,7 +98,7 @@ async fn run_sequentially(s: &mut TestServer, study: &str, restart_after: Option
 
 /// The same calls made on the tuner's in-memory `Study`: the decisions the server must make.
 fn expected_decisions(max_trials: u64) -> (Vec<(u64, u64, String)>, Vec<Value>) {
-    let cfg = AshaConfig { min_resource: 1, max_resource: 9, reduction_factor: 3 };
+    let cfg = AshaConfig { min_resource: 1, max_resource: 9, reduction_factor: 3, extrapolate: false };
     let mut study = Study::new(
         SearchSpace::from_json(&space()).unwrap(),
         Direction::Minimize,

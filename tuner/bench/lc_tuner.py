@@ -13,6 +13,8 @@ Methods (comma-separated, mixed freely in one run):
         +mf       BOHB-like multi-fidelity model (sampler learns from the highest rung with data);
                   +mfN the same with at least N points per modelled rung
         +rN, +etaN  ASHA min_resource N (default 1) and reduction factor N (default 3)
+        +lcx      judge trials at rungs (and model them in +mf) by the value their learning curve
+                  extrapolates to at R (tuner/src/curve.rs) instead of their value at the rung
 
     OMP_NUM_THREADS=1 python3 tuner/bench/lc_tuner.py --variant easy --seeds 20 \
         --methods 'optuna:random+full,optuna:tpe+full,ref:asha_promotion,tuner:tpe+hyperband_promote+mf'
@@ -81,6 +83,8 @@ def run_tuner(method, seed, budget):
     for o in rest:
         if o == "mf":
             mf = True
+        elif o == "lcx":
+            opt["extrapolate"] = True
         elif o.startswith("mf"):
             mf = {"min_points": int(o[2:])}
         elif o.startswith("eta"):
@@ -91,7 +95,7 @@ def run_tuner(method, seed, budget):
     child.rpc({"op": "init", "space": space_json(), "seed": seed, "direction": "minimize",
                "n_trials": int(budget // R),
                "scheduler": {"type": sched, "min_resource": opt["r"], "max_resource": R,
-                             "reduction_factor": opt["eta"]},
+                             "reduction_factor": opt["eta"], "extrapolate": opt.get("extrapolate", False)},
                "multi_fidelity": mf})
     tr = lc.Tracker()
     curves = {}
@@ -143,6 +147,8 @@ def main():
     ap.add_argument("--methods", required=True)
     ap.add_argument("--variant", default="easy", choices=sorted(lc.VARIANTS))
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds are first-seed .. first-seed+seeds-1 (0: the seeds of hpo_lc_bench.py)")
     ap.add_argument("--budget", type=float, default=50)
     ap.add_argument("--checkpoints", default="5,8,10,25,50")
     ap.add_argument("--workers", type=int, default=2)
@@ -151,7 +157,7 @@ def main():
     lc.set_variant(a.variant)
     fstar = lc.find_optimum()[0]
     budget = a.budget * lc.R
-    jobs = [(m, s, budget, a.variant) for m in a.methods.split(",") for s in range(a.seeds)]
+    jobs = [(m, s, budget, a.variant) for m in a.methods.split(",") for s in range(a.first_seed, a.first_seed + a.seeds)]
     res, t0 = [], time.time()
     with ProcessPoolExecutor(max_workers=a.workers) as ex:
         futs = [ex.submit(job, *j) for j in jobs]
@@ -167,7 +173,7 @@ def main():
     order = {m: i for i, m in enumerate(a.methods.split(","))}
     rows.sort(key=lambda r: order[r["method"]])
     print(f"variant = {a.variant}; optimum e* = {fstar:.5f}; budget = {a.budget} x R (R = {lc.R} epochs); "
-          f"regret = true e(R) of incumbent - e*; seeds = {a.seeds}")
+          f"regret = true e(R) of incumbent - e*; seeds = {a.seeds} (from {a.first_seed})")
     lc.print_rows(rows, xs, "R")
     # Compute needed to reach the median regret of random-full at the full budget.
     by = {}

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod curve;
 pub mod history;
 pub(crate) mod math;
 pub mod sampler;

@@ -159,7 +159,7 @@ fn params_are_recomputable_from_history() {
 /// job and every decision: the state after a restart is a fold over the event log.
 #[test]
 fn replay_gives_same_jobs_and_decisions() {
-    let cfg = AshaConfig { min_resource: 1, max_resource: 27, reduction_factor: 3 };
+    let cfg = AshaConfig { min_resource: 1, max_resource: 27, reduction_factor: 3, extrapolate: false };
     for sched in [SchedulerKind::AshaPromote(cfg), SchedulerKind::AshaStop(cfg), SchedulerKind::Hyperband(cfg), SchedulerKind::Median] {
         let run = || {
             let mut st = Study::new(space(), Direction::Minimize, 9, SamplerKind::Tpe.build(9, None), sched.build(9));

@@ -8,7 +8,7 @@ use serde_json::json;
 use tuner::scheduler::{AshaConfig, AshaMode, AshaScheduler, Fifo, HyperbandScheduler, MedianStopping};
 use tuner::{Decision, Direction, History, Job, Outcome, Params, SamplerKind, Scheduler, SchedulerKind, SearchSpace, Study, TrialState, TrialView};
 
-const CFG: AshaConfig = AshaConfig { min_resource: 1, max_resource: 27, reduction_factor: 3 };
+const CFG: AshaConfig = AshaConfig { min_resource: 1, max_resource: 27, reduction_factor: 3, extrapolate: false };
 
 fn trial(number: u64, state: TrialState, reports: &[(u64, f64)]) -> TrialView {
     TrialView {
@@ -37,7 +37,7 @@ fn with_rung(rung: u64, others: &[f64], mine: &[(u64, f64)]) -> Vec<TrialView> {
 #[test]
 fn asha_milestones_are_geometric_below_max() {
     assert_eq!(AshaScheduler::new(CFG, AshaMode::Stop).milestones(), &[1, 3, 9]);
-    let c = AshaConfig { min_resource: 2, max_resource: 100, reduction_factor: 4 };
+    let c = AshaConfig { min_resource: 2, max_resource: 100, reduction_factor: 4, extrapolate: false };
     assert_eq!(AshaScheduler::new(c, AshaMode::Stop).milestones(), &[2, 8, 32]);
     assert_eq!(AshaScheduler::with_bracket(CFG, AshaMode::Stop, 1).milestones(), &[3, 9]);
 }
@@ -309,4 +309,65 @@ fn hyperband_promote_promotes_within_a_bracket() {
     // its first rung (3) is not enough for a promotion.
     assert_eq!(hb.promote(&History::new(Direction::Minimize, &h)), Some((b0[1], 3)));
     assert_eq!(hb.on_report(&History::new(Direction::Minimize, &h), other, 3, 0.0), Decision::Pause);
+}
+
+// ---------------------------------------------------------------- learning-curve extrapolation
+
+/// Three fast learners that have flattened near 0.30-0.34 and a late bloomer: worse at the
+/// rung (27), still falling steeply, heading for ~0.19 at 81.
+fn fast(asymptote: f64) -> impl Fn(f64) -> f64 {
+    move |t| asymptote + 0.6 * (1.0 + t / 2.0).powi(-2)
+}
+fn late_bloomer(t: f64) -> f64 {
+    0.10 + 0.8 * (1.0 + t / 40.0).powi(-2)
+}
+fn reports(f: impl Fn(f64) -> f64, until: u64) -> Vec<(u64, f64)> {
+    (1..=until).map(|t| (t, f(t as f64))).collect()
+}
+
+const CFG81: AshaConfig = AshaConfig { min_resource: 1, max_resource: 81, reduction_factor: 3, extrapolate: false };
+const CFG81_LCX: AshaConfig = AshaConfig { extrapolate: true, ..CFG81 };
+
+#[test]
+fn extrapolating_asha_keeps_a_late_bloomer_that_plain_asha_stops() {
+    assert!(late_bloomer(27.0) > fast(0.34)(27.0) && late_bloomer(81.0) < fast(0.30)(81.0));
+    let mut h: Vec<TrialView> =
+        [0.30, 0.32, 0.34].iter().enumerate().map(|(i, a)| trial(i as u64, TrialState::Paused, &reports(fast(*a), 27))).collect();
+    h.push(trial(3, TrialState::Running, &reports(late_bloomer, 27)));
+    let at27 = late_bloomer(27.0);
+    for direction in [Direction::Minimize, Direction::Maximize] {
+        // Maximising the negated curves is the same problem.
+        let h: Vec<TrialView> = match direction {
+            Direction::Minimize => h.clone(),
+            Direction::Maximize => h
+                .iter()
+                .map(|t| TrialView { intermediate: t.intermediate.iter().map(|(s, v)| (*s, -v)).collect(), ..t.clone() })
+                .collect(),
+        };
+        let mine = if direction == Direction::Minimize { at27 } else { -at27 };
+        let history = History::new(direction, &h);
+        let plain = AshaScheduler::new(CFG81, AshaMode::Stop);
+        assert_eq!(plain.on_report(&history, 3, 27, mine), Decision::Stop, "{direction:?}");
+        let lcx = AshaScheduler::new(CFG81_LCX, AshaMode::Stop);
+        assert_eq!(lcx.on_report(&history, 3, 27, mine), cont(81), "{direction:?}");
+        // Promotion form: of the four at rung 27, the top third (one) goes on to 81.
+        let h_paused: Vec<TrialView> = h.iter().map(|t| TrialView { state: TrialState::Paused, ..t.clone() }).collect();
+        let history = History::new(direction, &h_paused);
+        assert_eq!(AshaScheduler::new(CFG81, AshaMode::Promote).promote(&history), Some((0, 81)), "{direction:?}");
+        assert_eq!(AshaScheduler::new(CFG81_LCX, AshaMode::Promote).promote(&history), Some((3, 81)), "{direction:?}");
+    }
+}
+
+#[test]
+fn extrapolating_asha_judges_short_curves_by_their_value() {
+    // At rung 3 a trial has 3 reports, too few to fit: both rules agree.
+    let h = [
+        trial(0, TrialState::Paused, &reports(fast(0.30), 3)),
+        trial(1, TrialState::Paused, &reports(fast(0.32), 3)),
+        trial(2, TrialState::Running, &reports(late_bloomer, 3)),
+    ];
+    let history = History::new(Direction::Minimize, &h);
+    let mine = late_bloomer(3.0);
+    assert_eq!(AshaScheduler::new(CFG81, AshaMode::Stop).on_report(&history, 2, 3, mine), Decision::Stop);
+    assert_eq!(AshaScheduler::new(CFG81_LCX, AshaMode::Stop).on_report(&history, 2, 3, mine), Decision::Stop);
 }

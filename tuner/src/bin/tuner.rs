@@ -144,6 +144,7 @@ fn init(kind: SamplerKind, msg: &Value) -> Result<Study, String> {
                 min_resource: num("min_resource", 1),
                 max_resource: num("max_resource", 81),
                 reduction_factor: num("reduction_factor", 3),
+                extrapolate: v.get("extrapolate").and_then(Value::as_bool).unwrap_or(false),
             };
             if c.reduction_factor < 2 {
                 return Err("`scheduler.reduction_factor` must be >= 2".into());
@@ -170,6 +171,7 @@ fn init(kind: SamplerKind, msg: &Value) -> Result<Study, String> {
         let mut budgets = AshaScheduler::new(config, AshaMode::Stop).milestones().to_vec();
         budgets.push(config.max_resource);
         let mut m = MultiFidelitySampler::new(sampler, budgets);
+        m.extrapolate = config.extrapolate;
         if let Some(k) = mf.get("min_points").and_then(Value::as_u64) {
             m.min_points = k as usize;
         }

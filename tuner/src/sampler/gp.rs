@@ -588,15 +588,23 @@ fn evidence(x: &[Vec<f64>], y: &[f64], theta: &[f64], log_jacobian: f64) -> f64 
 }
 
 /// How many observations (a prefix in trial order) the hyperparameters are fitted on, given
-/// `n` usable observations: all of them up to 20, then a prefix that only grows in steps of
-/// `n / 10`. Hyperparameters move slowly once there is data, and the fit is the O(n^3 * iters)
-/// part of an ask; with [`GpSampler::fit_memo`] a long study refits about once per 10% growth.
+/// `n` usable observations: all of them up to 20, then the largest point of the schedule
+/// 20, 22, 24, ..., 86, 94, 103, ... (each point a tenth above the last, rounded down) that is
+/// at most `n`. Hyperparameters move slowly once there is data, and the fit is the
+/// O(n^3 * iters) part of an ask; with [`GpSampler::fit_memo`] a long study refits once per 10%
+/// growth, and never twice in a row (steps of `n / 10` did, at 99 and at 100).
 pub(crate) fn refit_point(n: usize) -> usize {
     if n <= 20 {
         return n;
     }
-    let step = n / 10;
-    n - n % step
+    let mut point = 20;
+    loop {
+        let next = point + (point / 10).max(1);
+        if next > n {
+            return point;
+        }
+        point = next;
+    }
 }
 
 /// FNV-1a over the bit patterns of the fit data: the memo key.
@@ -658,6 +666,8 @@ mod tests {
 
 #[cfg(test)]
 mod warp_tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn data(f: impl Fn(&[f64]) -> f64) -> (Vec<Vec<f64>>, Vec<f64>) {
@@ -698,8 +708,11 @@ mod warp_tests {
     fn refit_point_moves_in_steps_of_a_tenth() {
         assert_eq!((1..=20).map(refit_point).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
         assert_eq!(refit_point(21), 20);
-        assert_eq!(refit_point(99), 99 - 99 % 9);
-        assert_eq!(refit_point(100), 100);
-        assert_eq!(refit_point(109), 100);
+        let points: BTreeSet<usize> = (20..=200).map(refit_point).collect();
+        assert_eq!(points.iter().copied().take_while(|p| *p <= 110).collect::<Vec<_>>(), [20, 22, 24, 26, 28, 30, 33, 36, 39, 42, 46, 50, 55, 60, 66, 72, 79, 86, 94, 103]);
+        // Each point is a tenth (rounded down, at least 1) above the one before.
+        assert!(points.iter().zip(points.iter().skip(1)).all(|(a, b)| b - a == (a / 10).max(1)));
+        assert_eq!(refit_point(99), 94);
+        assert_eq!(refit_point(100), 94);
     }
 }

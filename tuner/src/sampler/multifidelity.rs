@@ -15,7 +15,9 @@
 use rand::Rng;
 
 use super::{RandomSampler, Sampler};
-use crate::history::{History, TrialNumber, TrialState, TrialView};
+use crate::curve;
+use crate::history::{Direction, History, TrialNumber, TrialState, TrialView};
+use crate::scheduler::rung_prefix;
 use crate::space::{Params, SearchSpace};
 use crate::TunerRng;
 
@@ -28,6 +30,9 @@ pub struct MultiFidelitySampler {
     pub min_points: usize,
     /// Probability of a plain random proposal (BOHB's `random_fraction`).
     pub random_fraction: f64,
+    /// Model a trial at a budget below the full one by the value its curve up to that budget
+    /// extrapolates to at the full budget ([`crate::curve`]), as the scheduler judges it.
+    pub extrapolate: bool,
 }
 
 impl MultiFidelitySampler {
@@ -35,7 +40,7 @@ impl MultiFidelitySampler {
     pub fn new(inner: Box<dyn Sampler>, mut budgets: Vec<u64>) -> Self {
         budgets.sort_unstable();
         budgets.dedup();
-        MultiFidelitySampler { inner, budgets, min_points: 10, random_fraction: 0.1 }
+        MultiFidelitySampler { inner, budgets, min_points: 10, random_fraction: 0.1, extrapolate: false }
     }
 }
 
@@ -56,7 +61,13 @@ impl Sampler for MultiFidelitySampler {
                     return Some(v);
                 }
             }
-            t.intermediate.range(b..).next().map(|(_, v)| *v).filter(|v| !v.is_nan())
+            let here = t.intermediate.range(b..).next().map(|(_, v)| *v).filter(|v| !v.is_nan())?;
+            if !self.extrapolate {
+                return Some(here);
+            }
+            // Extrapolated as a score (falling), then back to the objective's direction.
+            let prefix = rung_prefix(history, t, b);
+            Some(curve::predict_final(&prefix, full).map_or(here, |p| if history.direction == Direction::Minimize { p } else { -p }))
         };
         for &b in self.budgets.iter().rev() {
             let n = history.trials.iter().filter(|t| value_at(t, b).is_some()).count();

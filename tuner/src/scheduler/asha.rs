@@ -13,8 +13,9 @@
 //! answered with `Stop`: the trial is finished and the caller tells its final value.
 
 use super::median::percentile;
-use super::{rung_score, Decision, Scheduler};
-use crate::history::{cmp_scored, History, TrialNumber, TrialState};
+use super::{rung_prefix, rung_score, Decision, Scheduler};
+use crate::curve;
+use crate::history::{cmp_scored, History, TrialNumber, TrialState, TrialView};
 use crate::splitmix64;
 
 /// ASHA resources, in steps (epochs).
@@ -26,11 +27,15 @@ pub struct AshaConfig {
     pub max_resource: u64,
     /// `eta`: the top `1/eta` of each rung continue.
     pub reduction_factor: u64,
+    /// Judge a trial at a rung by the value its curve so far extrapolates to at `max_resource`
+    /// ([`crate::curve`]) instead of by its value at the rung; trials with too few reports
+    /// are judged by their value.
+    pub extrapolate: bool,
 }
 
 impl Default for AshaConfig {
     fn default() -> Self {
-        AshaConfig { min_resource: 1, max_resource: 81, reduction_factor: 3 }
+        AshaConfig { min_resource: 1, max_resource: 81, reduction_factor: 3, extrapolate: false }
     }
 }
 
@@ -74,6 +79,17 @@ impl AshaScheduler {
         &self.milestones
     }
 
+    /// The score of `t` at rung `m`: its value there, or with `extrapolate` the value its
+    /// curve up to the rung is heading for at `max_resource`.
+    fn rung_score(&self, history: &History<'_>, t: &TrialView, m: u64) -> Option<f64> {
+        let here = rung_score(history, t, m)?;
+        if !self.config.extrapolate {
+            return Some(here);
+        }
+        let prefix = rung_prefix(history, t, m);
+        Some(curve::predict_final(&prefix, self.config.max_resource).unwrap_or(here))
+    }
+
     fn next_milestone(&self, step: u64) -> u64 {
         self.milestones.iter().copied().find(|m| *m > step).unwrap_or(self.config.max_resource)
     }
@@ -109,7 +125,7 @@ impl AshaScheduler {
                     .trials
                     .iter()
                     .filter(|t| t.number != trial && member(t.number))
-                    .filter_map(|t| rung_score(history, t, m))
+                    .filter_map(|t| self.rung_score(history, t, m))
                     .filter(|s| !s.is_nan())
                     .collect();
                 if recorded.is_empty() {
@@ -117,7 +133,7 @@ impl AshaScheduler {
                 }
                 recorded.sort_by(f64::total_cmp);
                 let cutoff = percentile(&recorded, 100.0 / self.config.reduction_factor as f64);
-                let mine = history.score(value);
+                let mine = self.rung_score(history, me, m).unwrap_or(history.score(value));
                 if mine > cutoff {
                     Decision::Stop
                 } else {
@@ -144,7 +160,7 @@ impl AshaScheduler {
                 .iter()
                 .filter(|t| member(t.number))
                 .filter_map(|t| {
-                    let s = rung_score(history, t, m)?;
+                    let s = self.rung_score(history, t, m)?;
                     let paused_here = t.state == TrialState::Paused && t.last_report().is_some_and(|(st, _)| st < target);
                     Some((s, t.number, paused_here))
                 })

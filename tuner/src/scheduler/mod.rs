@@ -88,6 +88,13 @@ impl SchedulerKind {
     }
 }
 
+/// The reports of `t` up to its rung value at milestone `m` (its first report at a step
+/// `>= m`), as `(step, score)`; empty if it has not reached `m`.
+pub(crate) fn rung_prefix(history: &History<'_>, t: &TrialView, m: u64) -> Vec<(u64, f64)> {
+    let Some((&end, _)) = t.intermediate.range(m..).next() else { return Vec::new() };
+    t.intermediate.range(..=end).map(|(s, v)| (*s, history.score(*v))).collect()
+}
+
 /// The rung value of `t` at milestone `m` (first report at a step `>= m`), as a score.
 pub(crate) fn rung_score(history: &History<'_>, t: &TrialView, m: u64) -> Option<f64> {
     t.intermediate.range(m..).next().map(|(_, v)| history.score(*v))
