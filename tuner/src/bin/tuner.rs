@@ -10,9 +10,11 @@
 //! ```
 //! Extensions for schedulers (LCSim): `init` may carry
 //! `"scheduler": {"type": "fifo"|"asha"|"asha_promote"|"hyperband"|"hyperband_promote"|"median",
-//! "min_resource": 1, "max_resource": 81, "reduction_factor": 3}` and `"multi_fidelity": true` (or
-//! `{"min_points": 10, "random_fraction": 0.1}`)
-//! (BOHB-like: the sampler models the highest rung with enough results);
+//! "min_resource": 1, "max_resource": 81, "reduction_factor": 3, "extrapolate": false}` (rungs
+//! judged by the curve's extrapolated final value, see `tuner::curve`) and `"multi_fidelity": true`
+//! (or `{"min_points": 10, "random_fraction": 0.1}`)
+//! (BOHB-like: the sampler models the highest rung with enough results, extrapolated too when
+//! the scheduler extrapolates);
 //! `{"op":"report","trial_id":0,"step":3,"value":0.4}` -> `{"decision":"continue"|"stop"|"pause",
 //! "next_milestone":9}`; `{"op":"next_job"}` -> `{"trial_id":..,"params":..,"resume_from":step|null,
 //! "until":step|null}`; `tell` may carry `"state":"pruned"`.
