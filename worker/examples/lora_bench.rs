@@ -6,18 +6,19 @@
 //!     --layers 4 --heads 4 --kv-heads 2 --seq 64 --batch 16 --steps 30 --rank 8 --alpha 16
 //! ```
 //!
-//! Random tokens, loss on every position, AdamW, global-norm clip 1.0, constant learning rate; the
+//! Random tokens, loss on every position, the trainer's sharded forward and backward passes
+//! (`--shards`, its `train.shards`), AdamW, global-norm clip 1.0, constant learning rate; the
 //! first 3 steps are warm-up. Prints one JSON line like the PyTorch script.
 
 use std::time::Instant;
 
-use burn::prelude::*;
 use clap::Parser;
 use rand::Rng as _;
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use worker::lm::model::{CausalLm, LoraConfig, ModelConfig};
-use worker::lm::optim::{adapter_grads, clip_global_norm, AdamW, AdamWConfig};
+use worker::lm::optim::{clip_global_norm, AdamW, AdamWConfig};
+use worker::lm::training::{micro_batch_grads, Sequence};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -37,6 +38,9 @@ struct Args {
     seq: usize,
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Parts of the batch run on threads of their own (the trainer's `train.shards`).
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
     #[arg(long, default_value_t = 30)]
     steps: usize,
     #[arg(long, default_value_t = 8)]
@@ -85,12 +89,9 @@ fn main() {
         if step == warmup {
             started = Instant::now();
         }
-        let ids: Vec<i32> = (0..a.batch * (a.seq + 1)).map(|_| rng.random_range(0..a.vocab as i32)).collect();
-        let all = Tensor::<Train, 2, Int>::from_data(TensorData::new(ids, [a.batch, a.seq + 1]), &device);
-        let inputs = all.clone().narrow(1, 0, a.seq);
-        let targets = all.narrow(1, 1, a.seq);
-        let loss = model.masked_loss(inputs, targets, Tensor::ones([a.batch, a.seq], &device));
-        let mut grads = adapter_grads(&model, &loss.backward());
+        let batch: Vec<Sequence> = (0..a.batch).map(|_| Sequence { ids: (0..=a.seq).map(|_| rng.random_range(0..a.vocab as u32)).collect(), mask: vec![1.0; a.seq + 1] }).collect();
+        let refs: Vec<&Sequence> = batch.iter().collect();
+        let (_, mut grads) = micro_batch_grads(&model, &refs, 0, &device, a.shards, 1.0);
         clip_global_norm(&mut grads, 1.0);
         optim.step(&mut model, &grads, a.lr);
     }
@@ -105,7 +106,7 @@ fn main() {
         "trainable_params": model.num_adapter_params(),
         "total_params": config.num_params() + model.num_adapter_params(),
         "peak_rss_mb": peak_rss_mb(),
-        "config": {"vocab": a.vocab, "hidden": a.hidden, "intermediate": a.intermediate, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "seq": a.seq, "batch": a.batch, "rank": a.rank, "alpha": a.alpha, "targets": a.targets},
+        "config": {"vocab": a.vocab, "hidden": a.hidden, "intermediate": a.intermediate, "layers": a.layers, "heads": a.heads, "kv_heads": a.kv_heads, "seq": a.seq, "batch": a.batch, "shards": a.shards, "rank": a.rank, "alpha": a.alpha, "targets": a.targets},
     });
     println!("{line}");
 }

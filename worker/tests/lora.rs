@@ -156,7 +156,7 @@ fn tiny_job(out: &Path, steps: u64) -> TrainConfig {
         base: "builtin".into(),
         data: DataConfig { tasks: vec!["native".into()], train_per_task: 400, test_per_task: 8, max_number: 9999, jsonl: None, eval_fraction: 0.05, max_seq_len: 64 },
         lora: LoraConfig { rank: 4, alpha: 8.0, dropout: 0.1, use_rslora: false, target_modules: vec!["q_proj".into(), "v_proj".into()] },
-        train: OptimConfig { learning_rate: 5e-3, weight_decay: 0.01, warmup_steps: 2, max_steps: steps, batch_size: 8, grad_accum: 2, max_grad_norm: 1.0, seed: 3, eval_every: 3 },
+        train: OptimConfig { learning_rate: 5e-3, weight_decay: 0.01, warmup_steps: 2, max_steps: steps, batch_size: 8, grad_accum: 2, max_grad_norm: 1.0, seed: 3, eval_every: 3, shards: 2 },
         output_dir: out.to_owned(),
         merge: false,
     }
@@ -165,11 +165,25 @@ fn tiny_job(out: &Path, steps: u64) -> TrainConfig {
 #[test]
 fn loss_falls_and_resume_equals_an_uninterrupted_run() {
     let _turn = one_job_at_a_time();
-    let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
+    // With dropout (replayed from the step's seed; one pass per micro-batch) and without it (two
+    // sharded passes on two threads per micro-batch).
+    assert_resume_equals_uninterrupted(dir.path(), &|out: &Path| tiny_job(out, 6));
+    assert_resume_equals_uninterrupted(dir.path(), &|out: &Path| {
+        let mut job = tiny_job(out, 6);
+        job.lora.dropout = 0.0;
+        job
+    });
+}
+
+/// Trains `job` for its 6 steps straight through, and again stopped after the checkpoint at 3
+/// and resumed from it; both end with the same adapter and optimizer state, byte for byte.
+fn assert_resume_equals_uninterrupted(root: &Path, job: &dyn Fn(&Path) -> TrainConfig) {
+    let device = Default::default();
+    let dir = tempfile::tempdir_in(root).unwrap();
 
     // Uninterrupted: 6 steps, checkpoints at 3 and 6.
-    let full = train::<CpuTrainBackend>(&tiny_job(&dir.path().join("full"), 6), &device, None, &mut Silent).unwrap();
+    let full = train::<CpuTrainBackend>(&job(&dir.path().join("full")), &device, None, &mut Silent).unwrap();
     assert!(full.finished);
     for step in [3, 6] {
         let state = read_json(&dir.path().join(format!("full/checkpoints/step-{step}/trainer_state.json")));
@@ -183,9 +197,9 @@ fn loss_falls_and_resume_equals_an_uninterrupted_run() {
             step < self.0
         }
     }
-    let first = train::<CpuTrainBackend>(&tiny_job(&dir.path().join("split"), 6), &device, None, &mut StopAfter(3)).unwrap();
+    let first = train::<CpuTrainBackend>(&job(&dir.path().join("split")), &device, None, &mut StopAfter(3)).unwrap();
     assert_eq!((first.step, first.finished), (3, false));
-    let resumed = train::<CpuTrainBackend>(&tiny_job(&dir.path().join("split"), 6), &device, Some(&dir.path().join("split/checkpoints/step-3")), &mut Silent).unwrap();
+    let resumed = train::<CpuTrainBackend>(&job(&dir.path().join("split")), &device, Some(&dir.path().join("split/checkpoints/step-3")), &mut Silent).unwrap();
     assert_eq!((resumed.step, resumed.finished), (6, true));
 
     let full_adapter = std::fs::read(dir.path().join("full/adapter/adapter_model.safetensors")).unwrap();
@@ -231,6 +245,7 @@ fn bad_configs_are_refused_with_the_field_named() {
     assert!(write("[lora]\nrank = 0\nalpha = 1.0\ntarget_modules = [\"q_proj\"]\n").contains("`lora.rank`"));
     assert!(write("[lora]\nrank = 4\nalpha = 8.0\ntarget_modules = [\"qproj\"]\n").contains("qproj"));
     assert!(write("[train]\nwarmup_steps = 10\nmax_steps = 5\n").contains("`train.warmup_steps`"));
+    assert!(write("[train]\nshards = 0\n").contains("`train.shards`"));
     let mut too_long = tiny_job(&dir.path().join("out"), 4);
     too_long.data.max_seq_len = 100_000;
     let err = train::<CpuTrainBackend>(&too_long, &Default::default(), None, &mut Silent).unwrap_err().to_string();

@@ -584,14 +584,22 @@ impl<B: Backend> CausalLm<B> {
     /// # Shapes
     /// `tokens, targets: [batch, seq]` (targets are the next tokens), `weights: [batch, seq]` -> `[1]`
     pub fn masked_loss(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> Tensor<B, 1> {
+        let count = weights.clone().sum().clamp_min(1.0);
+        self.masked_loss_sum(tokens, targets, weights) / count
+    }
+
+    /// Summed (not averaged) cross-entropy over the positions whose `weights` are 1: the part of
+    /// a batch's loss that one shard of it contributes.
+    ///
+    /// # Shapes
+    /// as [`Self::masked_loss`]
+    pub fn masked_loss_sum(&self, tokens: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> Tensor<B, 1> {
         let [batch, seq] = tokens.dims();
         let logits = self.forward(tokens, None);
         let vocab = logits.dims()[2];
         let log_probs = log_softmax(logits.reshape([batch * seq, vocab]), 1);
         let picked = log_probs.gather(1, targets.reshape([batch * seq, 1])).reshape([batch * seq]);
-        let weights = weights.reshape([batch * seq]);
-        let count = weights.clone().sum().clamp_min(1.0);
-        (picked * weights).sum().neg() / count
+        (picked * weights.reshape([batch * seq])).sum().neg()
     }
 
     /// Adds fresh adapters (A random from `seed`, B zero, as PEFT does) to the target projections.

@@ -22,7 +22,7 @@ use super::base;
 use super::eval::{evaluate, EvalSet};
 use super::hf::{self, read_safetensors, write_safetensors, HfError};
 use super::model::{set_trainable, CausalLm, LoraConfig, ModelConfig};
-use super::optim::{accumulate, adapter_grads, clip_global_norm, cosine_with_warmup, AdamW, AdamWConfig};
+use super::optim::{accumulate, adapter_grads, clip_global_norm, cosine_with_warmup, AdamW, AdamWConfig, AdapterGrads};
 use super::peft;
 use super::tokenizer::TextTokenizer;
 use crate::data::jsonl::{read_jsonl, Record, Role};
@@ -110,11 +110,23 @@ pub struct OptimConfig {
     pub seed: u64,
     /// Evaluate (and checkpoint) every this many steps (0: only at the end).
     pub eval_every: u64,
+    /// Parts each micro-batch is split into, whose forward and backward passes run on threads of
+    /// their own; their gradients are summed in order. On a CPU a single pass keeps about one core
+    /// busy, so two parts use two. Results depend on this number, never on the machine's cores.
+    /// Used only without LoRA dropout (the CPU backend has one random generator per process, so
+    /// parallel dropout draws would interleave).
+    pub shards: usize,
 }
+
+/// One pass per micro-batch on a GPU; two threads' worth on a CPU.
+#[cfg(feature = "cuda")]
+const DEFAULT_SHARDS: usize = 1;
+#[cfg(not(feature = "cuda"))]
+const DEFAULT_SHARDS: usize = 2;
 
 impl Default for OptimConfig {
     fn default() -> Self {
-        OptimConfig { learning_rate: 2e-3, weight_decay: 0.0, warmup_steps: 30, max_steps: 600, batch_size: 32, grad_accum: 1, max_grad_norm: 1.0, seed: 42, eval_every: 100 }
+        OptimConfig { learning_rate: 2e-3, weight_decay: 0.0, warmup_steps: 30, max_steps: 600, batch_size: 32, grad_accum: 1, max_grad_norm: 1.0, seed: 42, eval_every: 100, shards: DEFAULT_SHARDS }
     }
 }
 
@@ -149,8 +161,8 @@ impl TrainConfig {
         if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
             return bad(format!("`train.weight_decay` must be >= 0, got {}", t.weight_decay));
         }
-        if t.max_steps == 0 || t.batch_size == 0 || t.grad_accum == 0 {
-            return bad("`train.max_steps`, `train.batch_size` and `train.grad_accum` must be at least 1".into());
+        if t.max_steps == 0 || t.batch_size == 0 || t.grad_accum == 0 || t.shards == 0 {
+            return bad("`train.max_steps`, `train.batch_size`, `train.grad_accum` and `train.shards` must be at least 1".into());
         }
         if t.warmup_steps > t.max_steps {
             return bad(format!("`train.warmup_steps` ({}) exceeds `train.max_steps` ({})", t.warmup_steps, t.max_steps));
@@ -543,6 +555,53 @@ pub fn load_base<B: Backend>(base: &str, device: &B::Device) -> Result<(ModelCon
     Ok((config, model, tokenizer))
 }
 
+/// The loss of one micro-batch (divided by `accum`, the micro-batches per step) and its adapter
+/// gradients. With `shards > 1` the batch is cut into that many consecutive parts, each run on
+/// its own thread through its own copy of the model (with fresh autodiff leaves for the adapters,
+/// so the parts' graphs share no node and never wait on one another's lock). Each part's loss is its summed
+/// cross-entropy over the whole batch's token count, so the parts' gradients, summed in order,
+/// are the gradient of the batch's mean loss.
+pub fn micro_batch_grads<AB: AutodiffBackend>(model: &CausalLm<AB>, seqs: &[&Sequence], pad: u32, device: &AB::Device, shards: usize, accum: f64) -> (f64, AdapterGrads<AB::InnerBackend>) {
+    if shards <= 1 || seqs.len() < 2 {
+        let (inputs, targets, weights) = batch_tensors::<AB>(seqs, pad, device);
+        let loss = model.masked_loss(inputs, targets, weights) / accum;
+        let value = loss.clone().into_scalar().elem::<f64>();
+        return (value, adapter_grads(model, &loss.backward()));
+    }
+    // The batch's loss positions, as `masked_loss` counts them (at least 1).
+    let count: f64 = seqs.iter().map(|s| s.mask.iter().skip(1).map(|&m| m as f64).sum::<f64>()).sum::<f64>().max(1.0);
+    let per_shard = seqs.len().div_ceil(shards);
+    let inner = model.valid();
+    let parts: Vec<(f64, AdapterGrads<AB::InnerBackend>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = seqs
+            .chunks(per_shard)
+            .map(|part| {
+                let (inner, device) = (inner.clone(), device.clone());
+                scope.spawn(move || {
+                    let mut local = CausalLm::<AB>::from_inner(inner);
+                    for (_, _, lora) in local.adapters_mut() {
+                        let (a, b) = (lora.a.val(), lora.b.val());
+                        set_trainable(&mut lora.a, a);
+                        set_trainable(&mut lora.b, b);
+                    }
+                    let (inputs, targets, weights) = batch_tensors::<AB>(part, pad, &device);
+                    let loss = local.masked_loss_sum(inputs, targets, weights) / (count * accum);
+                    let value = loss.clone().into_scalar().elem::<f64>();
+                    (value, adapter_grads(&local, &loss.backward()))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a training shard panicked")).collect()
+    });
+    let mut grads = BTreeMap::new();
+    let mut loss = 0.0;
+    for (value, part) in parts {
+        loss += value;
+        accumulate(&mut grads, part);
+    }
+    (loss, grads)
+}
+
 /// Runs one training job on `device`: trains, evaluates every `train.eval_every` steps and when
 /// the observer asks, checkpoints at each evaluation into `output_dir/checkpoints/step-N`, and
 /// writes the final adapter (PEFT format) to `output_dir/adapter` and `metrics.json`.
@@ -588,11 +647,10 @@ pub fn train<AB: AutodiffBackend>(config: &TrainConfig, device: &AB::Device, res
             let first = (step * t.grad_accum as u64 + micro as u64) * t.batch_size as u64;
             let seqs: Vec<&Sequence> = (0..t.batch_size as u64).map(|j| &data.train[order.at(first + j)]).collect();
             tokens += seqs.iter().map(|s| s.ids.len() - 1).sum::<usize>();
-            let (inputs, targets, weights) = batch_tensors::<AB>(&seqs, tokenizer.end_of_text, device);
-            let loss = model.masked_loss(inputs, targets, weights) / t.grad_accum as f64;
-            step_loss += loss.clone().into_scalar().elem::<f64>();
-            let backward = loss.backward();
-            accumulate(&mut grads, adapter_grads(&model, &backward));
+            let shards = if config.lora.dropout > 0.0 { 1 } else { t.shards };
+            let (loss, micro_grads) = micro_batch_grads(&model, &seqs, tokenizer.end_of_text, device, shards, t.grad_accum as f64);
+            step_loss += loss;
+            accumulate(&mut grads, micro_grads);
         }
         if !step_loss.is_finite() {
             return Err(TrainError::Diverged { step: step + 1, loss: step_loss });
@@ -639,4 +697,52 @@ pub fn train<AB: AutodiffBackend>(config: &TrainConfig, device: &AB::Device, res
     let body = serde_json::json!({ "step": summary.step, "finished": summary.finished, "metrics": summary.metrics, "adapter_params": summary.adapter_params, "base_params": summary.base_params, "tokens_per_s": summary.tokens_per_s });
     std::fs::write(&path, serde_json::to_string_pretty(&body).expect("json")).map_err(io_err(&path))?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lm::CpuTrainBackend;
+
+    /// Sharded passes are a way to use more cores, not another objective: the summed gradients of
+    /// the parts are those of one pass over the whole batch, with sequences of different lengths
+    /// (so each part pads differently) and an uneven last part.
+    #[test]
+    fn sharded_passes_give_the_gradients_of_one_pass() {
+        let device = Default::default();
+        let mut config = base::BaseRecipe::default().model;
+        (config.vocab_size, config.num_hidden_layers) = (64, 2);
+        let lora = LoraConfig { rank: 4, alpha: 8.0, dropout: 0.0, use_rslora: false, target_modules: vec!["q_proj".into(), "o_proj".into(), "down_proj".into()] };
+        let mut model = CausalLm::<CpuTrainBackend>::random(&config, 5, 0.02, &device).add_lora(&lora, 5);
+        // Non-zero B, so that A gets a gradient too.
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for (_, _, l) in model.adapters_mut() {
+            let dims = l.b.val().dims();
+            let values: Vec<f32> = (0..dims[0] * dims[1]).map(|_| rand::Rng::random_range(&mut rng, -0.1..0.1)).collect();
+            set_trainable(&mut l.b, Tensor::from_data(TensorData::new(values, dims), &device));
+        }
+        let seqs: Vec<Sequence> = (0..7u32)
+            .map(|i| {
+                let len = 5 + (i as usize * 3) % 9;
+                let ids: Vec<u32> = (0..len as u32).map(|j| (i * 7 + j * 3) % 64).collect();
+                let mask = (0..len).map(|j| if j >= len / 2 { 1.0 } else { 0.0 }).collect();
+                Sequence { ids, mask }
+            })
+            .collect();
+        let refs: Vec<&Sequence> = seqs.iter().collect();
+        let (loss, whole) = micro_batch_grads(&model, &refs, 0, &device, 1, 2.0);
+        assert_eq!(whole.len(), 12, "A and B of three projections in two layers");
+        for shards in [2, 3] {
+            let (sharded_loss, parts) = micro_batch_grads(&model, &refs, 0, &device, shards, 2.0);
+            assert!((sharded_loss - loss).abs() < 1e-5 * loss.abs(), "{shards} shards: loss {sharded_loss} vs {loss}");
+            assert_eq!(parts.keys().collect::<Vec<_>>(), whole.keys().collect::<Vec<_>>());
+            for (name, g) in &whole {
+                let (a, b): (Vec<f32>, Vec<f32>) = (g.to_data().to_vec().unwrap(), parts[name].to_data().to_vec().unwrap());
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(scale > 0.0, "{name} has a gradient");
+                let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(diff <= 1e-4 * scale, "{shards} shards, {name}: max diff {diff} of {scale}");
+            }
+        }
+    }
 }
