@@ -5,12 +5,13 @@
 //! cargo run --release -p tracker --example lease_bench -- --backend postgresql://postgres@127.0.0.1:55432/postgres
 //! ```
 //!
-//! Starts the tracker in this process on 127.0.0.1 (a temp SQLite file and artifact folder, or a
-//! fresh database on the given Postgres server), creates a study with ASHA, and runs `--workers`
+//! Starts the tracker on 127.0.0.1 on its own runtime in this process (a temp SQLite file and
+//! artifact folder, or a fresh database on the given Postgres server), creates a study with ASHA, and runs `--workers`
 //! simulated workers over real HTTP: each registers, leases a trial, reports one step every
 //! `--step-ms` (with jitter, so workers do not beat in lockstep), follows the decision, and
 //! completes the trial at the maximum resource. Prints p50, p99 and max latency per call and the
-//! trials scheduled per second. Client and server share the machine's cores.
+//! trials scheduled per second, and the server's own latency quantiles from its `/metrics`
+//! histogram. Client and server share the machine's cores.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,16 +80,55 @@ async fn open_store(backend: &Option<String>, dir: &std::path::Path) -> Store {
     }
 }
 
+/// Starts the tracker on its own runtime (two worker threads, as `tracker serve` has on this
+/// machine) in a thread of this process, and returns its base URL. The simulated workers run on
+/// the main runtime, so their tasks do not queue in the server's scheduler; they still share
+/// the machine's cores with it.
+fn start_server(backend: Option<String>) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("server runtime");
+        rt.block_on(async move {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = open_store(&backend, dir.path()).await;
+            let artifacts = Artifacts::open(dir.path().join("artifacts").to_str().unwrap()).expect("artifacts");
+            let state = AppState::with_lease_timing(store, artifacts, Auth::default(), LeaseTiming { lease_ttl: Duration::from_secs(60) });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
+            tracker::serve(listener, tracker::router(state), std::future::pending()).await
+        })
+    });
+    rx.recv().expect("server started")
+}
+
+/// The server's own view of a route's latency, from its `/metrics` histogram: the upper bounds
+/// of the buckets that hold the median and the 99th percentile.
+fn server_quantiles(metrics: &str, route_suffix: &str) -> Option<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in metrics.lines().filter(|l| l.starts_with("tracker_http_request_duration_seconds_bucket{")) {
+        let route = line.split("route=\"").nth(1)?.split('"').next()?;
+        if !route.ends_with(route_suffix) {
+            continue;
+        }
+        let le = line.split("le=\"").nth(1)?.split('"').next()?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        let count: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        match buckets.iter_mut().find(|b| b.0 == le) {
+            Some(b) => b.1 += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    let at = |q: f64| buckets.iter().find(|b| b.1 >= q * total).map(|b| b.0 * 1e3);
+    Some((at(0.5)?, at(0.99)?))
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open_store(&a.backend, dir.path()).await;
-    let artifacts = Artifacts::open(dir.path().join("artifacts").to_str().unwrap()).expect("artifacts");
-    let state = AppState::with_lease_timing(store, artifacts, Auth::default(), LeaseTiming { lease_ttl: Duration::from_secs(60) });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(tracker::serve(listener, tracker::router(state), std::future::pending()));
+    let base = start_server(a.backend.clone());
+    let metrics_url = format!("{base}/metrics");
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(a.workers).build().unwrap();
     let post = move |path: &str, body: Value| {
@@ -166,6 +206,12 @@ async fn main() {
     summary("lease", &mut l.lease);
     summary("report", &mut l.report);
     summary("complete", &mut l.complete);
+    let metrics = reqwest::get(&metrics_url).await.expect("metrics").text().await.expect("metrics body");
+    for (name, suffix) in [("lease", "workers/lease"), ("report", "/report")] {
+        if let Some((p50, p99)) = server_quantiles(&metrics, suffix) {
+            println!("{name:<9} in the server (histogram bucket bounds): p50 <= {p50:.1} ms  p99 <= {p99:.1} ms");
+        }
+    }
     let calls = l.lease.len() + l.report.len() + l.complete.len();
     let done = *trials_done.lock().unwrap();
     println!("trials finished {done} ({:.1}/s), protocol calls {calls} ({:.0}/s)", done as f64 / elapsed, calls as f64 / elapsed);
