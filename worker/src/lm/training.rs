@@ -557,10 +557,10 @@ pub fn load_base<B: Backend>(base: &str, device: &B::Device) -> Result<(ModelCon
 
 /// The loss of one micro-batch (divided by `accum`, the micro-batches per step) and its adapter
 /// gradients. With `shards > 1` the batch is cut into that many consecutive parts, each run on
-/// its own thread through its own copy of the model (with fresh autodiff leaves for the adapters,
-/// so the parts' graphs share no node and never wait on one another's lock). Each part's loss is its summed
-/// cross-entropy over the whole batch's token count, so the parts' gradients, summed in order,
-/// are the gradient of the batch's mean loss.
+/// its own thread through its own copy of the model, with fresh autodiff leaves for the adapters
+/// so that the parts' graphs share no node and never wait on one another's lock. Each part's loss
+/// is its summed cross-entropy over the whole batch's token count, so the parts' gradients,
+/// summed in order, are the gradient of the batch's mean loss.
 pub fn micro_batch_grads<AB: AutodiffBackend>(model: &CausalLm<AB>, seqs: &[&Sequence], pad: u32, device: &AB::Device, shards: usize, accum: f64) -> (f64, AdapterGrads<AB::InnerBackend>) {
     if shards <= 1 || seqs.len() < 2 {
         let (inputs, targets, weights) = batch_tensors::<AB>(seqs, pad, device);
