@@ -626,6 +626,8 @@ pub fn train<AB: AutodiffBackend>(config: &TrainConfig, device: &AB::Device, res
     }
     std::fs::create_dir_all(&config.output_dir).map_err(io_err(&config.output_dir))?;
     let mut order = BatchOrder::new(t.seed, data.train.len());
+    // Parallel dropout draws would interleave in the CPU backend's one generator: one pass then.
+    let shards = if config.lora.dropout > 0.0 { 1 } else { t.shards };
     let mut metrics = BTreeMap::new();
     let started = Instant::now();
     let mut tokens = 0usize;
@@ -647,7 +649,6 @@ pub fn train<AB: AutodiffBackend>(config: &TrainConfig, device: &AB::Device, res
             let first = (step * t.grad_accum as u64 + micro as u64) * t.batch_size as u64;
             let seqs: Vec<&Sequence> = (0..t.batch_size as u64).map(|j| &data.train[order.at(first + j)]).collect();
             tokens += seqs.iter().map(|s| s.ids.len() - 1).sum::<usize>();
-            let shards = if config.lora.dropout > 0.0 { 1 } else { t.shards };
             let (loss, micro_grads) = micro_batch_grads(&model, &seqs, tokenizer.end_of_text, device, shards, t.grad_accum as f64);
             step_loss += loss;
             accumulate(&mut grads, micro_grads);
