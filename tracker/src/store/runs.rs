@@ -188,7 +188,7 @@ impl Store {
         .bind(&artifact_uri)
         .execute(&mut *tx)
         .await?;
-        upsert_tags(&mut tx, &run_id, tags.iter()).await?;
+        upsert_tags(&mut tx, self.dialect, &run_id, tags.iter()).await?;
         tx.commit().await?;
         self.get_run(&run_id).await
     }
@@ -269,7 +269,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         if let Some(name) = run_name {
-            upsert_tags(&mut tx, run_id, [(&"mlflow.runName".to_owned(), &name.to_owned())].into_iter()).await?;
+            upsert_tags(&mut tx, self.dialect, run_id, [(&"mlflow.runName".to_owned(), &name.to_owned())].into_iter()).await?;
         }
         tx.commit().await?;
         self.get_run_info(run_id).await
@@ -303,10 +303,10 @@ impl Store {
         check_active(&info)?;
         let mut tx = self.write.begin().await?;
         if !params.is_empty() {
-            insert_params(&mut tx, run_id, params).await?;
+            insert_params(&mut tx, self.dialect, run_id, params).await?;
         }
         if !tags.is_empty() {
-            upsert_tags(&mut tx, run_id, tags.iter().map(|(k, v)| (k, v))).await?;
+            upsert_tags(&mut tx, self.dialect, run_id, tags.iter().map(|(k, v)| (k, v))).await?;
             if let Some((_, name)) = tags.iter().rev().find(|(k, _)| k == "mlflow.runName") {
                 sqlx::query("update run set run_name = $1 where run_uuid = $2").bind(name).bind(run_id).execute(&mut *tx).await?;
             }
@@ -527,19 +527,37 @@ fn stored_value(v: f64) -> (f64, i64) {
     }
 }
 
-pub(super) async fn upsert_tags<'a>(tx: &mut Transaction<'static, Any>, run_id: &str, tags: impl Iterator<Item = (&'a String, &'a String)>) -> Result<()> {
+/// Sets tags on a run, in one statement per [`KEY_VALUE_ROWS_PER_INSERT`] tags. A key given twice
+/// keeps its last value, as if the tags were set one after another (Postgres refuses a statement
+/// that updates one row twice, so the repeats are dropped first).
+pub(super) async fn upsert_tags<'a>(
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
+    run_id: &str,
+    tags: impl Iterator<Item = (&'a String, &'a String)>,
+) -> Result<()> {
+    let mut latest: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in tags {
-        sqlx::query("insert into tag (run_uuid, key, value) values ($1, $2, $3) on conflict (run_uuid, key) do update set value = excluded.value")
-            .bind(run_id)
-            .bind(k)
-            .bind(v)
-            .execute(&mut **tx)
-            .await?;
+        latest.insert(k, v);
+    }
+    let latest: Vec<(&str, &str)> = latest.into_iter().collect();
+    for chunk in latest.chunks(KEY_VALUE_ROWS_PER_INSERT) {
+        let sql = format!(
+            "insert into tag (run_uuid, key, value) values {} on conflict (run_uuid, key) do update set value = excluded.value",
+            row_placeholders(dialect, chunk.len(), 3)
+        );
+        let mut query = sqlx::query(&sql);
+        for (k, v) in chunk {
+            query = query.bind(run_id).bind(*k).bind(*v);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
-pub(super) async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &str, params: &[(String, String)]) -> Result<()> {
+/// Logs params on a run. A param already logged with the same value is kept (re-logging is a
+/// no-op, as in MLflow); one already logged with another value is refused and nothing changes.
+pub(super) async fn insert_params(tx: &mut Transaction<'static, Any>, dialect: Dialect, run_id: &str, params: &[(String, String)]) -> Result<()> {
     // Within one batch the same key must carry the same value.
     let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in params {
@@ -551,19 +569,22 @@ pub(super) async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &s
             }
         }
     }
-    // Insert-or-keep, then compare: a select-then-insert would let two writers of the same key
-    // (async logging, client retries) both see nothing and one fail on the primary key.
-    for (k, v) in &wanted {
-        let inserted = sqlx::query("insert into param (run_uuid, key, value) values ($1, $2, $3) on conflict (run_uuid, key) do nothing")
-            .bind(run_id)
-            .bind(*k)
-            .bind(*v)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
-            let old: String =
-                sqlx::query_scalar("select value from param where run_uuid = $1 and key = $2").bind(run_id).bind(*k).fetch_one(&mut **tx).await?;
+    // Insert-or-keep, then compare what was kept: a select-then-insert would let two writers of
+    // the same key (async logging, client retries) both see nothing and one fail on the primary
+    // key. The statement returns the keys it inserted; only the others are read back.
+    let wanted: Vec<(&str, &str)> = wanted.into_iter().collect();
+    for chunk in wanted.chunks(KEY_VALUE_ROWS_PER_INSERT) {
+        let sql = format!(
+            "insert into param (run_uuid, key, value) values {} on conflict (run_uuid, key) do nothing returning key",
+            row_placeholders(dialect, chunk.len(), 3)
+        );
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for (k, v) in chunk {
+            query = query.bind(run_id).bind(*k).bind(*v);
+        }
+        let inserted: BTreeSet<String> = query.fetch_all(&mut **tx).await?.into_iter().collect();
+        for (k, v) in chunk.iter().filter(|(k, _)| !inserted.contains(*k)) {
+            let old: String = sqlx::query_scalar("select value from param where run_uuid = $1 and key = $2").bind(run_id).bind(*k).fetch_one(&mut **tx).await?;
             if old != *v {
                 return Err(Error::Invalid(format!(
                     "Changing param values is not allowed. Param with key='{k}' was already logged with value='{old}' for run ID='{run_id}'. Attempted logging new value '{v}'."
@@ -573,6 +594,9 @@ pub(super) async fn insert_params(tx: &mut Transaction<'static, Any>, run_id: &s
     }
     Ok(())
 }
+
+/// Rows per multi-row INSERT of tags or params: MLflow's log-batch carries at most 100 of each.
+const KEY_VALUE_ROWS_PER_INSERT: usize = 100;
 
 /// Run ids per hydration query, below SQLite's limit on parameters.
 const HYDRATE_IDS_PER_QUERY: usize = 10_000;

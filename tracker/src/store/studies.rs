@@ -370,8 +370,8 @@ impl Store {
         let study = study_from_row(&row)?;
         let version: i64 = row.try_get(6)?;
         let cached = copy.take().filter(|c| c.version == version - 1);
-        let (trials, views, reports) = match cached {
-            Some(c) => (c.trials, c.views, c.reports),
+        let (trials, views, reports, artifact_location) = match cached {
+            Some(c) => (c.trials, c.views, c.reports, c.artifact_location),
             None => {
                 let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number")).bind(name).fetch_all(&mut *tx).await?;
                 let trials = rows.iter().map(trial_from_row).collect::<Result<Vec<_>>>()?;
@@ -386,7 +386,7 @@ impl Store {
                         v.intermediate.insert(r.step as u64, r.value);
                     }
                 }
-                (trials, views, reports)
+                (trials, views, reports, None)
             }
         };
         // Heartbeats renew leases without the study lock, so expiry is read from the database:
@@ -396,7 +396,7 @@ impl Store {
             .bind(now_ms())
             .fetch_all(&mut *tx)
             .await?;
-        let stx = StudyTx { tx, dialect: self.dialect, last_blocks: self.last_blocks.clone(), study, version, trials, views, reports, expired, copy };
+        let stx = StudyTx { tx, dialect: self.dialect, last_blocks: self.last_blocks.clone(), study, version, trials, views, reports, expired, artifact_location, copy };
         Ok(stx)
     }
 }
@@ -457,6 +457,7 @@ pub(crate) struct CachedStudy {
     trials: Vec<TrialRow>,
     views: Vec<TrialView>,
     reports: Vec<ReportRow>,
+    artifact_location: Option<String>,
 }
 
 /// The tuner's state of a trial row, as samplers and schedulers read it: queued and running
@@ -500,6 +501,9 @@ pub struct StudyTx {
     pub reports: Vec<ReportRow>,
     /// Numbers of the running trials whose lease had expired when the transaction began.
     pub expired: Vec<i64>,
+    /// The study's experiment's artifact location, once read (it never changes after the
+    /// experiment is created).
+    artifact_location: Option<String>,
     /// The study's slot, held until the transaction ends; emptied while it is open, so that a
     /// rollback leaves nothing to trust.
     copy: tokio::sync::OwnedMutexGuard<Option<CachedStudy>>,
@@ -524,8 +528,8 @@ impl StudyTx {
         .await?;
         let mut all_tags = vec![("mlflow.runName".to_owned(), run_name.clone()), ("mlflow.user".to_owned(), "tracker".to_owned())];
         all_tags.extend_from_slice(tags);
-        upsert_tags(&mut self.tx, &trial.run_uuid, all_tags.iter().map(|(k, v)| (k, v))).await?;
-        insert_params(&mut self.tx, &trial.run_uuid, run_params).await?;
+        upsert_tags(&mut self.tx, self.dialect, &trial.run_uuid, all_tags.iter().map(|(k, v)| (k, v))).await?;
+        insert_params(&mut self.tx, self.dialect, &trial.run_uuid, run_params).await?;
         sqlx::query(&format!(
             "insert into trial ({TRIAL_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         ))
@@ -559,10 +563,14 @@ impl StudyTx {
     /// The artifact location of the study's experiment, read through this transaction (on
     /// Postgres a second pooled connection could deadlock against waiters on the study lock).
     pub async fn artifact_location(&mut self) -> Result<String> {
+        if let Some(loc) = &self.artifact_location {
+            return Ok(loc.clone());
+        }
         let loc: String = sqlx::query_scalar("select artifact_location from experiment where experiment_id = $1")
             .bind(self.study.experiment_id)
             .fetch_one(&mut *self.tx)
             .await?;
+        self.artifact_location = Some(loc.clone());
         Ok(loc)
     }
 
@@ -628,7 +636,7 @@ impl StudyTx {
     pub async fn set_run_state(&mut self, run_id: &str, status: &str, tags: &[(String, String)]) -> Result<()> {
         let end_time = matches!(status, "FINISHED" | "FAILED" | "KILLED").then(now_ms);
         sqlx::query("update run set status = $1, end_time = $2 where run_uuid = $3").bind(status).bind(end_time).bind(run_id).execute(&mut *self.tx).await?;
-        upsert_tags(&mut self.tx, run_id, tags.iter().map(|(k, v)| (k, v))).await
+        upsert_tags(&mut self.tx, self.dialect, run_id, tags.iter().map(|(k, v)| (k, v))).await
     }
 
     /// Sets the study's status (and its finished time for `finished` and `stopped`).
@@ -649,7 +657,7 @@ impl StudyTx {
     /// keeps the state in memory for the next decision.
     pub async fn commit(mut self) -> Result<()> {
         self.tx.commit().await?;
-        *self.copy = Some(CachedStudy { version: self.version, trials: self.trials, views: self.views, reports: self.reports });
+        *self.copy = Some(CachedStudy { version: self.version, trials: self.trials, views: self.views, reports: self.reports, artifact_location: self.artifact_location });
         Ok(())
     }
 }
