@@ -59,10 +59,10 @@ pub struct GroupCommitCounts {
 impl GroupCommit {
     /// Starts the task that stores points through `writer` while it holds `write`, the store's
     /// one sqlx write connection.
-    pub(super) fn start(write: AnyPool, writer: NativeWriter, last_blocks: LastBlocks) -> Self {
+    pub(super) fn start(write: AnyPool, writer: Arc<NativeWriter>, last_blocks: LastBlocks) -> Self {
         let (queue, requests) = mpsc::unbounded_channel();
         let counts = Arc::new(GroupCommitCounts::default());
-        tokio::spawn(commit_groups(requests, write, Arc::new(writer), last_blocks, counts.clone()));
+        tokio::spawn(commit_groups(requests, write, writer, last_blocks, counts.clone()));
         GroupCommit { queue, counts }
     }
 

@@ -139,6 +139,9 @@ pub struct Store {
     native: Option<std::sync::Arc<native::NativeReads>>,
     /// Requests that log metric points alone, stored in groups, on SQLite only (see `group_commit`).
     group_commit: Option<group_commit::GroupCommit>,
+    /// The one rusqlite write connection, on SQLite only: the group commit's and the study
+    /// decisions' writes (see `native`).
+    native_writer: Option<std::sync::Arc<native::NativeWriter>>,
 }
 
 /// Where the metadata lives, parsed from `--backend-store-uri`.
@@ -217,8 +220,9 @@ impl Store {
                 checkpoint_in_background(read.clone());
                 let native = Some(std::sync::Arc::new(native::NativeReads::new(path)));
                 let last_blocks = runs::LastBlocks::default();
-                let group_commit = Some(group_commit::GroupCommit::start(write.clone(), native::NativeWriter::new(path), last_blocks.clone()));
-                Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default(), last_blocks, native, group_commit }
+                let native_writer = std::sync::Arc::new(native::NativeWriter::new(path));
+                let group_commit = Some(group_commit::GroupCommit::start(write.clone(), native_writer.clone(), last_blocks.clone()));
+                Store { dialect: Dialect::Sqlite, read, write, study_cache: Default::default(), last_blocks, native, group_commit, native_writer: Some(native_writer) }
             }
             BackendUri::Postgres(url) => {
                 let opts = AnyConnectOptions::from_str(url)?;
@@ -228,7 +232,7 @@ impl Store {
                     .connect_with(opts)
                     .await?;
                 sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(migrate_error)?;
-                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool, study_cache: Default::default(), last_blocks: Default::default(), native: None, group_commit: None }
+                Store { dialect: Dialect::Postgres, read: pool.clone(), write: pool, study_cache: Default::default(), last_blocks: Default::default(), native: None, group_commit: None, native_writer: None }
             }
         };
         Ok(store)

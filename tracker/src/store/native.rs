@@ -144,7 +144,7 @@ fn prepare<'c>(conn: &'c Connection, sql: &str, binds: &[Bind]) -> rusqlite::Res
             Bind::Text(s) => stmt.raw_bind_parameter(index, s)?,
             Bind::Float(f) => stmt.raw_bind_parameter(index, f)?,
             Bind::Int(i) => stmt.raw_bind_parameter(index, i)?,
-            Bind::NullText => stmt.raw_bind_parameter(index, rusqlite::types::Null)?,
+            Bind::NullText | Bind::NullInt | Bind::NullFloat => stmt.raw_bind_parameter(index, rusqlite::types::Null)?,
         }
     }
     Ok(stmt)

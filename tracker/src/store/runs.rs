@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use api::mlflow::{Dataset, DatasetInput, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunOutputs, Tag};
 use base64::Engine;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use super::experiments::{parse_experiment_id, ViewType};
 use super::search_sql::{self, bind_all, Bind, SqlFragment};
@@ -527,32 +527,47 @@ fn stored_value(v: f64) -> (f64, i64) {
     }
 }
 
-/// Sets tags on a run, in one statement per [`KEY_VALUE_ROWS_PER_INSERT`] tags. A key given twice
-/// keeps its last value, as if the tags were set one after another (Postgres refuses a statement
-/// that updates one row twice, so the repeats are dropped first).
+/// Sets tags on a run, in one statement per [`KEY_VALUE_ROWS_PER_INSERT`] tags.
 pub(super) async fn upsert_tags<'a>(
     tx: &mut Transaction<'static, Any>,
     dialect: Dialect,
     run_id: &str,
     tags: impl Iterator<Item = (&'a String, &'a String)>,
 ) -> Result<()> {
+    for statement in tag_upserts(dialect, run_id, tags) {
+        bind_all(sqlx::query(&statement.sql), &statement.binds).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The statements that set tags on a run. A key given twice keeps its last value, as if the
+/// tags were set one after another (Postgres refuses a statement that updates one row twice, so
+/// the repeats are dropped first).
+pub(super) fn tag_upserts<'a>(dialect: Dialect, run_id: &str, tags: impl Iterator<Item = (&'a String, &'a String)>) -> Vec<SqlFragment> {
     let mut latest: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in tags {
         latest.insert(k, v);
     }
-    let latest: Vec<(&str, &str)> = latest.into_iter().collect();
-    for chunk in latest.chunks(KEY_VALUE_ROWS_PER_INSERT) {
-        let sql = format!(
-            "insert into tag (run_uuid, key, value) values {} on conflict (run_uuid, key) do update set value = excluded.value",
-            row_placeholders(dialect, chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&sql);
-        for (k, v) in chunk {
-            query = query.bind(run_id).bind(*k).bind(*v);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
+    key_value_rows(dialect, "insert into tag (run_uuid, key, value) values {} on conflict (run_uuid, key) do update set value = excluded.value", run_id, latest)
+}
+
+/// The statements that log the params of a run created in the same transaction, which has none
+/// yet: plain inserts (a repeated key fails the transaction).
+pub(super) fn new_run_param_inserts(dialect: Dialect, run_id: &str, params: &[(String, String)]) -> Vec<SqlFragment> {
+    key_value_rows(dialect, "insert into param (run_uuid, key, value) values {}", run_id, params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// `template` with its `{}` replaced by rows of (run, key, value) placeholders, one statement per
+/// [`KEY_VALUE_ROWS_PER_INSERT`] pairs.
+fn key_value_rows<'a>(dialect: Dialect, template: &str, run_id: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<SqlFragment> {
+    let pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+    pairs
+        .chunks(KEY_VALUE_ROWS_PER_INSERT)
+        .map(|chunk| SqlFragment {
+            sql: template.replace("{}", &row_placeholders(dialect, chunk.len(), 3)),
+            binds: chunk.iter().flat_map(|(k, v)| [Bind::Text(run_id.to_owned()), Bind::Text((*k).to_owned()), Bind::Text((*v).to_owned())]).collect(),
+        })
+        .collect()
 }
 
 /// Logs params on a run. A param already logged with the same value is kept (re-logging is a
@@ -648,20 +663,26 @@ pub(super) fn points_of<'a>(batches: &[RunPoints<'a>]) -> Vec<(&'a str, &'a NewM
 /// [`block_statements`]; the group commit on SQLite runs the same ones through rusqlite
 /// (`native::NativeWriter::insert_metrics`).
 pub(super) async fn insert_metrics(tx: &mut Transaction<'static, Any>, dialect: Dialect, last_blocks: &LastBlocks, batches: &[RunPoints<'_>]) -> Result<()> {
-    let points = points_of(batches);
-    for statement in point_statements(dialect, &points) {
-        bind_all(sqlx::query(&statement.sql), &statement.binds).execute(&mut **tx).await?;
-    }
-    let mut looked_up = HashMap::new();
-    for (run_id, query) in last_block_queries(last_blocks, &points) {
-        for row in bind_all(sqlx::query(&query.sql), &query.binds).fetch_all(&mut **tx).await? {
-            looked_up.insert((run_id.to_owned(), row.try_get(0)?), (row.try_get(1)?, row.try_get(2)?));
-        }
-    }
-    for statement in block_statements(dialect, last_blocks, &points, &looked_up) {
+    for statement in metric_statements(tx, dialect, last_blocks, batches).await? {
         bind_all(sqlx::query(&statement.sql), &statement.binds).execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// The statements that store `batches`: the points, their latest-metric rows and their blocks.
+/// The last blocks that `last_blocks` does not know are read through `conn` first; the
+/// statements write nothing until they run.
+pub(super) async fn metric_statements(conn: &mut AnyConnection, dialect: Dialect, last_blocks: &LastBlocks, batches: &[RunPoints<'_>]) -> Result<Vec<SqlFragment>> {
+    let points = points_of(batches);
+    let mut looked_up = HashMap::new();
+    for (run_id, query) in last_block_queries(last_blocks, &points) {
+        for row in bind_all(sqlx::query(&query.sql), &query.binds).fetch_all(&mut *conn).await? {
+            looked_up.insert((run_id.to_owned(), row.try_get(0)?), (row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    let mut statements = point_statements(dialect, &points);
+    statements.extend(block_statements(dialect, last_blocks, &points, &looked_up));
+    Ok(statements)
 }
 
 /// The inserts of `points` and the upserts of their runs' latest-metric rows.

@@ -43,6 +43,32 @@ pub enum Bind {
     Int(i64),
     /// SQL NULL, typed as text for Postgres.
     NullText,
+    /// SQL NULL, typed as a 64-bit integer for Postgres.
+    NullInt,
+    /// SQL NULL, typed as a double for Postgres.
+    ///
+    /// sqlx 0.8.6's `any` driver sends a NULL `f64` to Postgres as a `float4` parameter (its NULL
+    /// mapping swaps `Real` and `Double`). The statement is then cached with a `float4` parameter,
+    /// and the next non-NULL `f64` fails with "incorrect binary data format". A NULL `f32` is sent
+    /// as `float8`, so this is bound as that.
+    NullFloat,
+}
+
+impl Bind {
+    /// Text, or NULL typed as text.
+    pub fn text_or_null(v: Option<&str>) -> Bind {
+        v.map_or(Bind::NullText, |s| Bind::Text(s.to_owned()))
+    }
+
+    /// An integer, or NULL typed as one.
+    pub fn int_or_null(v: Option<i64>) -> Bind {
+        v.map_or(Bind::NullInt, Bind::Int)
+    }
+
+    /// A double, or NULL typed as one.
+    pub fn float_or_null(v: Option<f64>) -> Bind {
+        v.map_or(Bind::NullFloat, Bind::Float)
+    }
 }
 
 /// A piece of SQL and the values for its placeholders, in placeholder order.
@@ -64,8 +90,11 @@ where
     DB: sqlx::Database,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Option<String>: sqlx::Encode<'q, DB>,
+    Option<i64>: sqlx::Encode<'q, DB>,
+    Option<f32>: sqlx::Encode<'q, DB>,
     f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    f32: sqlx::Type<DB>,
 {
     for b in binds {
         query = match b {
@@ -73,6 +102,8 @@ where
             Bind::Float(f) => query.bind(*f),
             Bind::Int(i) => query.bind(*i),
             Bind::NullText => query.bind(None::<String>),
+            Bind::NullInt => query.bind(None::<i64>),
+            Bind::NullFloat => query.bind(None::<f32>),
         };
     }
     query
@@ -87,8 +118,11 @@ where
     DB: sqlx::Database,
     String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     Option<String>: sqlx::Encode<'q, DB>,
+    Option<i64>: sqlx::Encode<'q, DB>,
+    Option<f32>: sqlx::Encode<'q, DB>,
     f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    f32: sqlx::Type<DB>,
 {
     for b in binds {
         query = match b {
@@ -96,6 +130,8 @@ where
             Bind::Float(f) => query.bind(*f),
             Bind::Int(i) => query.bind(*i),
             Bind::NullText => query.bind(None::<String>),
+            Bind::NullInt => query.bind(None::<i64>),
+            Bind::NullFloat => query.bind(None::<f32>),
         };
     }
     query

@@ -2,15 +2,22 @@
 //!
 //! Scheduling decisions are made in `crate::studies` from what these functions load; every
 //! decision about one study runs inside one [`StudyTx`], which holds the study's slot in this
-//! process, the study's row lock on Postgres (taken by the `update` that bumps its version, so
-//! tracker replicas serialize per study) and the single write connection on SQLite. Load, decide and write therefore see and leave a consistent history.
+//! process, and on Postgres the study's row lock (taken by the `update` that bumps its version,
+//! so tracker replicas serialize per study). On SQLite it holds the single write connection, and
+//! its writes are queued and committed in one transaction only if the study's version is still
+//! the one it read. Load, decide and write therefore see and leave a consistent history.
+
+use std::sync::Arc;
 
 use sqlx::any::AnyRow;
+use sqlx::pool::PoolConnection;
 use sqlx::{Any, Row, Transaction};
 
 use tuner::{TrialState, TrialView};
 
-use super::runs::{insert_metrics, insert_params, upsert_tags, LastBlocks, NewMetric};
+use super::native::{self, NativeWriter};
+use super::runs::{metric_statements, new_run_param_inserts, tag_upserts, LastBlocks, NewMetric};
+use super::search_sql::{bind_all, Bind, SqlFragment};
 use super::{now_ms, Dialect, Error, Result, Store};
 
 /// A study row.
@@ -325,13 +332,14 @@ impl Store {
     /// async mutex holding its in-memory copy), taken before a pooled connection: requests for a
     /// busy study wait in memory instead of holding connections that every other query needs,
     /// and the next decision always finds the copy the last one left. Across processes, by the
-    /// study's row lock, taken by the statement that bumps its version (Postgres; SQLite has one
-    /// writer). Correctness rests on the row lock and the version alone.
+    /// study's row lock on Postgres, taken by the statement that bumps its version; on SQLite by
+    /// the version itself, which the commit bumps only if it is still the one read here.
+    /// Correctness rests on the row lock or the version alone.
     pub async fn begin_study(&self, name: &str) -> Result<StudyTx> {
         let slot = self.study_cache.lock().map_err(|_| poisoned())?.entry(name.to_owned()).or_default().clone();
         let copy = slot.clone().lock_owned().await;
-        let tx = self.write.begin().await?;
-        self.open_study(name, slot, copy, tx).await
+        let writes = self.study_writes().await?;
+        self.open_study(name, slot, copy, writes).await
     }
 
     /// Like [`Store::begin_study`], but `None` at once when another decision about the study
@@ -340,26 +348,59 @@ impl Store {
     pub async fn begin_study_unless_busy(&self, name: &str) -> Result<Option<StudyTx>> {
         let slot = self.study_cache.lock().map_err(|_| poisoned())?.entry(name.to_owned()).or_default().clone();
         let Ok(copy) = slot.clone().try_lock_owned() else { return Ok(None) };
-        let mut tx = self.write.begin().await?;
-        if self.dialect == Dialect::Postgres {
-            let free = sqlx::query("select name from study where name = $1 for update skip locked").bind(name).fetch_optional(&mut *tx).await?;
+        let mut writes = self.study_writes().await?;
+        if let StudyWrites::Transaction { tx, .. } = &mut writes {
+            let free = sqlx::query("select name from study where name = $1 for update skip locked").bind(name).fetch_optional(&mut **tx).await?;
             if free.is_none() {
                 return Ok(None);
             }
         }
-        self.open_study(name, slot, copy, tx).await.map(Some)
+        self.open_study(name, slot, copy, writes).await.map(Some)
     }
 
-    /// The rest of [`Store::begin_study`] once the study's slot is held: locks the study's row
-    /// (bumping its version) and reads its trials, from the slot's copy when still current.
-    async fn open_study(&self, name: &str, slot: StudySlot, mut copy: tokio::sync::OwnedMutexGuard<Option<CachedStudy>>, mut tx: Transaction<'static, Any>) -> Result<StudyTx> {
-        // Locking and bumping in one statement saves a round trip per decision; a rollback
-        // undoes the bump.
-        let row = sqlx::query(&format!("update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version"))
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
+    /// Where a decision's statements go: a transaction on Postgres; on SQLite a queue for the
+    /// native writer, behind the store's one sqlx write connection held as the write lock.
+    async fn study_writes(&self) -> Result<StudyWrites> {
+        Ok(match &self.native_writer {
+            Some(writer) => StudyWrites::Queued { lock: self.write.acquire().await?, writer: writer.clone(), queue: Vec::new() },
+            None => StudyWrites::Transaction { tx: self.write.begin().await?, queue: Vec::new() },
+        })
+    }
+
+    /// The rest of [`Store::begin_study`] once the study's slot is held: reads the study (on
+    /// Postgres locking its row and bumping its version), its expired leases, and its trials and
+    /// reports unless the slot's copy is current.
+    async fn open_study(&self, name: &str, slot: StudySlot, mut copy: tokio::sync::OwnedMutexGuard<Option<CachedStudy>>, mut writes: StudyWrites) -> Result<StudyTx> {
+        let now = now_ms();
+        let opened = match &mut writes {
+            // Locking and bumping in one statement saves a round trip per decision; a rollback
+            // undoes the bump.
+            StudyWrites::Transaction { tx, .. } => {
+                let row = sqlx::query(&format!("update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version"))
+                    .bind(name)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match row {
+                    None => None,
+                    Some(row) => {
+                        let (study, version) = (study_from_row(&row)?, row.try_get::<i64, _>(6)?);
+                        // Heartbeats renew leases without the study lock, so expiry is read from
+                        // the database: only the leases that have run out (an index range,
+                        // usually empty).
+                        let expired: Vec<i64> = sqlx::query_scalar(EXPIRED_TRIALS).bind(name).bind(now).fetch_all(&mut **tx).await?;
+                        Some((study, version - 1, expired))
+                    }
+                }
+            }
+            // The study's row and its expired leases in one trip to a blocking thread. Nothing
+            // else in this process writes while `lock` is held; another process's write shows
+            // as a changed version at commit.
+            StudyWrites::Queued { writer, .. } => {
+                let (writer, name) = (writer.clone(), name.to_owned());
+                tokio::task::spawn_blocking(move || writer.with(|conn| read_study_natively(conn, &name, now))).await.map_err(|_| sqlx::Error::WorkerCrashed)??
+            }
+        };
+        let Some((study, read_version, expired)) = opened else {
             drop(copy);
             let mut slots = self.study_cache.lock().map_err(|_| poisoned())?;
             if slots.get(name).is_some_and(|s| std::sync::Arc::ptr_eq(s, &slot)) {
@@ -367,17 +408,16 @@ impl Store {
             }
             return Err(Error::NotFound(format!("Study '{name}' does not exist.")));
         };
-        let study = study_from_row(&row)?;
-        let version: i64 = row.try_get(6)?;
-        let cached = copy.take().filter(|c| c.version == version - 1);
+        let cached = copy.take().filter(|c| c.version == read_version);
         let (trials, views, reports, artifact_location) = match cached {
             Some(c) => (c.trials, c.views, c.reports, c.artifact_location),
             None => {
-                let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number")).bind(name).fetch_all(&mut *tx).await?;
+                let conn = writes.connection();
+                let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number")).bind(name).fetch_all(&mut *conn).await?;
                 let trials = rows.iter().map(trial_from_row).collect::<Result<Vec<_>>>()?;
                 let rows = sqlx::query("select number, step, value, attempt, decision, next_milestone from trial_report where study = $1 order by number, step")
                     .bind(name)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut *conn)
                     .await?;
                 let reports = rows.iter().map(report_from_row).collect::<Result<Vec<_>>>()?;
                 let mut views = trials.iter().map(trial_view).collect::<Result<Vec<_>>>()?;
@@ -389,43 +429,36 @@ impl Store {
                 (trials, views, reports, None)
             }
         };
-        // Heartbeats renew leases without the study lock, so expiry is read from the database:
-        // only the leases that have run out (an index range, usually empty).
-        let expired: Vec<i64> = sqlx::query_scalar("select number from trial where study = $1 and state = 'running' and lease_expires < $2 order by number")
-            .bind(name)
-            .bind(now_ms())
-            .fetch_all(&mut *tx)
-            .await?;
-        let stx = StudyTx { tx, dialect: self.dialect, last_blocks: self.last_blocks.clone(), study, version, trials, views, reports, expired, artifact_location, copy };
+        let stx = StudyTx {
+            writes,
+            dialect: self.dialect,
+            last_blocks: self.last_blocks.clone(),
+            study,
+            version: read_version + 1,
+            trials,
+            views,
+            reports,
+            expired,
+            artifact_location,
+            copy,
+        };
         Ok(stx)
     }
 }
 
-/// A nullable double bound so that Postgres sees a `float8` parameter even when it is NULL.
-///
-/// sqlx 0.8.6's `any` driver sends a NULL `f64` to Postgres as a `float4` parameter (its NULL
-/// mapping swaps `Real` and `Double`). The statement is then cached with a `float4` parameter,
-/// and the next non-NULL `f64` fails with "incorrect binary data format". A NULL `f32` is sent
-/// as `float8`, so NULLs are bound as that; values stay `f64` and exact.
-fn nullable_double(v: Option<f64>) -> NullableDouble {
-    NullableDouble(v)
-}
+/// The running trials of study `$1` whose lease ran out before `$2`.
+const EXPIRED_TRIALS: &str = "select number from trial where study = $1 and state = 'running' and lease_expires < $2 order by number";
 
-struct NullableDouble(Option<f64>);
-
-impl sqlx::Type<Any> for NullableDouble {
-    fn type_info() -> sqlx::any::AnyTypeInfo {
-        <f64 as sqlx::Type<Any>>::type_info()
-    }
-}
-
-impl<'q> sqlx::Encode<'q, Any> for NullableDouble {
-    fn encode_by_ref(&self, buf: &mut <Any as sqlx::Database>::ArgumentBuffer<'q>) -> std::result::Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        match self.0 {
-            Some(v) => <f64 as sqlx::Encode<'q, Any>>::encode_by_ref(&v, buf),
-            None => <Option<f32> as sqlx::Encode<'q, Any>>::encode_by_ref(&None, buf),
-        }
-    }
+/// The study's row, version and expired leases on the native writer's connection, in one read
+/// transaction so that they agree. `None` when there is no such study. Blocking.
+fn read_study_natively(conn: &mut rusqlite::Connection, name: &str, now: i64) -> Result<Option<(StudyRow, i64, Vec<i64>)>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+    let sql = format!("select {STUDY_COLUMNS}, version from study where name = $1");
+    let rows = native::query::<(String, i64, String, String, i64, Option<i64>, i64)>(&tx, &sql, &[Bind::Text(name.to_owned())])?;
+    let Some((name, experiment_id, spec, status, created_time, finished_time, version)) = rows.into_iter().next() else { return Ok(None) };
+    let expired = native::query::<(i64,)>(&tx, EXPIRED_TRIALS, &[Bind::Text(name.clone()), Bind::Int(now)])?.into_iter().map(|(n,)| n).collect();
+    tx.commit()?;
+    Ok(Some((StudyRow { name, experiment_id, spec, status, created_time, finished_time }, version, expired)))
 }
 
 fn poisoned() -> Error {
@@ -481,15 +514,48 @@ fn trial_view(t: &TrialRow) -> Result<TrialView> {
     Ok(v)
 }
 
+/// Where the statements of one study's decision go.
+enum StudyWrites {
+    /// Postgres: the statements are queued and run at commit in this transaction, which holds
+    /// the study's row lock, chained into as few statements as keep their meaning (see
+    /// [`chained`]): each statement is a round trip to the database, made while every other
+    /// decision about the study waits.
+    Transaction { tx: Transaction<'static, Any>, queue: Vec<SqlFragment> },
+    /// SQLite: the statements are queued and run at commit in one transaction on the native
+    /// writer, in one trip to a blocking thread. sqlx's SQLite driver costs a trip to its worker
+    /// thread per statement (about 100 us here, most of it waking threads), and a decision that
+    /// starts a trial has a dozen, all while every other decision about the study waits. `lock`,
+    /// the store's one sqlx write connection, keeps every other write of the process out
+    /// meanwhile, as it does for the group commit.
+    Queued { lock: PoolConnection<Any>, writer: Arc<NativeWriter>, queue: Vec<QueuedWrite> },
+}
+
+/// A write of a SQLite decision, run at commit.
+enum QueuedWrite {
+    Statement(SqlFragment),
+    Metric { run_id: String, point: NewMetric },
+}
+
+impl StudyWrites {
+    /// The connection for the decision's reads.
+    fn connection(&mut self) -> &mut sqlx::AnyConnection {
+        match self {
+            StudyWrites::Transaction { tx, .. } => tx,
+            StudyWrites::Queued { lock, .. } => lock,
+        }
+    }
+}
+
 /// One study's decision transaction, with its trials (trial `n` at index `n`) and reports.
 /// Change a trial in `trials`, then [`StudyTx::save_trial`] it. Dropping the transaction without
 /// [`StudyTx::commit`] rolls back (and forgets the in-memory copy).
 pub struct StudyTx {
-    tx: Transaction<'static, Any>,
+    writes: StudyWrites,
     dialect: Dialect,
     last_blocks: LastBlocks,
-    /// The study as locked.
+    /// The study as read when the transaction began.
     pub study: StudyRow,
+    /// The study's version once this transaction commits (the version read, plus one).
     version: i64,
     /// All trials, by number.
     pub trials: Vec<TrialRow>,
@@ -510,65 +576,57 @@ pub struct StudyTx {
 }
 
 impl StudyTx {
+    /// Queues `statement` for the commit.
+    fn write(&mut self, statement: SqlFragment) {
+        match &mut self.writes {
+            StudyWrites::Transaction { queue, .. } => queue.push(statement),
+            StudyWrites::Queued { queue, .. } => queue.push(QueuedWrite::Statement(statement)),
+        }
+    }
+
+    fn write_all(&mut self, statements: Vec<SqlFragment>) {
+        for statement in statements {
+            self.write(statement);
+        }
+    }
+
     /// Inserts a new trial (appended to `trials`) together with its run (RUNNING when the trial
     /// is inserted leased, else SCHEDULED), its params as run params and its study tags.
     pub async fn insert_trial(&mut self, trial: TrialRow, experiment_id: i64, artifact_root: &str, run_params: &[(String, String)], tags: &[(String, String)]) -> Result<()> {
         let run_name = format!("{}-trial-{}", self.study.name, trial.number);
         let artifact_uri = format!("{}/{}/artifacts", artifact_root.trim_end_matches('/'), trial.run_uuid);
-        sqlx::query(
-            "insert into run (run_uuid, experiment_id, run_name, user_id, status, start_time, artifact_uri, lifecycle_stage) values ($1, $2, $3, 'tracker', $4, $5, $6, 'active')",
-        )
-        .bind(&trial.run_uuid)
-        .bind(experiment_id)
-        .bind(&run_name)
-        .bind(if trial.state == "running" { "RUNNING" } else { "SCHEDULED" })
-        .bind(now_ms())
-        .bind(&artifact_uri)
-        .execute(&mut *self.tx)
-        .await?;
-        let mut all_tags = vec![("mlflow.runName".to_owned(), run_name.clone()), ("mlflow.user".to_owned(), "tracker".to_owned())];
+        let status = if trial.state == "running" { "RUNNING" } else { "SCHEDULED" };
+        self.write(SqlFragment {
+            sql: "insert into run (run_uuid, experiment_id, run_name, user_id, status, start_time, artifact_uri, lifecycle_stage) values ($1, $2, $3, 'tracker', $4, $5, $6, 'active')".into(),
+            binds: vec![Bind::Text(trial.run_uuid.clone()), Bind::Int(experiment_id), Bind::Text(run_name.clone()), Bind::Text(status.into()), Bind::Int(now_ms()), Bind::Text(artifact_uri)],
+        });
+        let mut all_tags = vec![("mlflow.runName".to_owned(), run_name), ("mlflow.user".to_owned(), "tracker".to_owned())];
         all_tags.extend_from_slice(tags);
-        upsert_tags(&mut self.tx, self.dialect, &trial.run_uuid, all_tags.iter().map(|(k, v)| (k, v))).await?;
-        insert_params(&mut self.tx, self.dialect, &trial.run_uuid, run_params).await?;
-        sqlx::query(&format!(
-            "insert into trial ({TRIAL_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-        ))
-        .bind(&trial.study)
-        .bind(trial.number)
-        .bind(&trial.run_uuid)
-        .bind(&trial.params)
-        .bind(&trial.state)
-        .bind(nullable_double(trial.value))
-        .bind(trial.last_step)
-        .bind(nullable_double(trial.last_value))
-        .bind(&trial.checkpoint)
-        .bind(trial.checkpoint_step)
-        .bind(trial.target_step)
-        .bind(trial.attempt)
-        .bind(&trial.lease_id)
-        .bind(&trial.worker_id)
-        .bind(trial.lease_expires)
-        .bind(trial.leased_time)
-        .bind(trial.queued_time)
-        .bind(trial.failures)
-        .bind(trial.lost)
-        .bind(&trial.error)
-        .execute(&mut *self.tx)
-        .await?;
+        self.write_all(tag_upserts(self.dialect, &trial.run_uuid, all_tags.iter().map(|(k, v)| (k, v))));
+        self.write_all(new_run_param_inserts(self.dialect, &trial.run_uuid, run_params));
+        let mut binds = vec![Bind::Text(trial.study.clone()), Bind::Int(trial.number), Bind::Text(trial.run_uuid.clone()), Bind::Text(trial.params.clone())];
+        binds.extend(trial_state_binds(&trial));
+        self.write(SqlFragment {
+            sql: format!(
+                "insert into trial ({TRIAL_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            ),
+            binds,
+        });
         self.views.push(trial_view(&trial)?);
         self.trials.push(trial);
         Ok(())
     }
 
-    /// The artifact location of the study's experiment, read through this transaction (on
-    /// Postgres a second pooled connection could deadlock against waiters on the study lock).
+    /// The artifact location of the study's experiment, read through this transaction's
+    /// connection (on Postgres a second pooled connection could deadlock against waiters on the
+    /// study lock).
     pub async fn artifact_location(&mut self) -> Result<String> {
         if let Some(loc) = &self.artifact_location {
             return Ok(loc.clone());
         }
         let loc: String = sqlx::query_scalar("select artifact_location from experiment where experiment_id = $1")
             .bind(self.study.experiment_id)
-            .fetch_one(&mut *self.tx)
+            .fetch_one(self.writes.connection())
             .await?;
         self.artifact_location = Some(loc.clone());
         Ok(loc)
@@ -579,46 +637,32 @@ impl StudyTx {
         let t = &self.trials[index];
         self.views[index].state = tuner_state(&t.state);
         self.views[index].value = t.value;
-        sqlx::query(
-            "update trial set state = $1, value = $2, last_step = $3, last_value = $4, checkpoint = $5, checkpoint_step = $6, target_step = $7, \
-             attempt = $8, lease_id = $9, worker_id = $10, lease_expires = $11, leased_time = $12, queued_time = $13, failures = $14, lost = $15, error = $16 \
-             where study = $17 and number = $18",
-        )
-        .bind(&t.state)
-        .bind(nullable_double(t.value))
-        .bind(t.last_step)
-        .bind(nullable_double(t.last_value))
-        .bind(&t.checkpoint)
-        .bind(t.checkpoint_step)
-        .bind(t.target_step)
-        .bind(t.attempt)
-        .bind(&t.lease_id)
-        .bind(&t.worker_id)
-        .bind(t.lease_expires)
-        .bind(t.leased_time)
-        .bind(t.queued_time)
-        .bind(t.failures)
-        .bind(t.lost)
-        .bind(&t.error)
-        .bind(&t.study)
-        .bind(t.number)
-        .execute(&mut *self.tx)
-        .await?;
+        let mut binds = trial_state_binds(t);
+        binds.extend([Bind::Text(t.study.clone()), Bind::Int(t.number)]);
+        self.write(SqlFragment {
+            sql: "update trial set state = $1, value = $2, last_step = $3, last_value = $4, checkpoint = $5, checkpoint_step = $6, target_step = $7, \
+                  attempt = $8, lease_id = $9, worker_id = $10, lease_expires = $11, leased_time = $12, queued_time = $13, failures = $14, lost = $15, error = $16 \
+                  where study = $17 and number = $18"
+                .into(),
+            binds,
+        });
         Ok(())
     }
 
     /// Stores an accepted report with its decision (appended to `reports`).
     pub async fn insert_report(&mut self, r: ReportRow) -> Result<()> {
-        sqlx::query("insert into trial_report (study, number, step, value, attempt, decision, next_milestone) values ($1, $2, $3, $4, $5, $6, $7)")
-            .bind(&self.study.name)
-            .bind(r.number)
-            .bind(r.step)
-            .bind(r.value)
-            .bind(r.attempt)
-            .bind(&r.decision)
-            .bind(r.next_milestone)
-            .execute(&mut *self.tx)
-            .await?;
+        self.write(SqlFragment {
+            sql: "insert into trial_report (study, number, step, value, attempt, decision, next_milestone) values ($1, $2, $3, $4, $5, $6, $7)".into(),
+            binds: vec![
+                Bind::Text(self.study.name.clone()),
+                Bind::Int(r.number),
+                Bind::Int(r.step),
+                Bind::Float(r.value),
+                Bind::Int(r.attempt),
+                Bind::Text(r.decision.clone()),
+                Bind::int_or_null(r.next_milestone),
+            ],
+        });
         if let Some(v) = self.views.get_mut(r.number as usize) {
             v.intermediate.insert(r.step as u64, r.value);
         }
@@ -628,36 +672,251 @@ impl StudyTx {
 
     /// Logs a metric point to a trial's run, in this transaction.
     pub async fn log_metric(&mut self, run_id: &str, key: &str, value: f64, step: i64) -> Result<()> {
-        let m = NewMetric { key: key.to_owned(), value, timestamp: now_ms(), step, dataset_name: None, dataset_digest: None, model_id: None };
-        insert_metrics(&mut self.tx, self.dialect, &self.last_blocks, &[(run_id, &[m])]).await
+        let point = NewMetric { key: key.to_owned(), value, timestamp: now_ms(), step, dataset_name: None, dataset_digest: None, model_id: None };
+        match &mut self.writes {
+            StudyWrites::Transaction { tx, queue } => {
+                queue.extend(metric_statements(tx, self.dialect, &self.last_blocks, &[(run_id, &[point])]).await?);
+                Ok(())
+            }
+            StudyWrites::Queued { queue, .. } => {
+                queue.push(QueuedWrite::Metric { run_id: run_id.to_owned(), point });
+                Ok(())
+            }
+        }
     }
 
     /// Sets a trial run's status (and end time when terminal) and tags.
     pub async fn set_run_state(&mut self, run_id: &str, status: &str, tags: &[(String, String)]) -> Result<()> {
         let end_time = matches!(status, "FINISHED" | "FAILED" | "KILLED").then(now_ms);
-        sqlx::query("update run set status = $1, end_time = $2 where run_uuid = $3").bind(status).bind(end_time).bind(run_id).execute(&mut *self.tx).await?;
-        upsert_tags(&mut self.tx, self.dialect, run_id, tags.iter().map(|(k, v)| (k, v))).await
+        self.write(SqlFragment {
+            sql: "update run set status = $1, end_time = $2 where run_uuid = $3".into(),
+            binds: vec![Bind::Text(status.into()), Bind::int_or_null(end_time), Bind::Text(run_id.into())],
+        });
+        self.write_all(tag_upserts(self.dialect, run_id, tags.iter().map(|(k, v)| (k, v))));
+        Ok(())
     }
 
     /// Sets the study's status (and its finished time for `finished` and `stopped`).
     pub async fn set_status(&mut self, status: &str) -> Result<()> {
         let finished = matches!(status, "finished" | "stopped").then(now_ms);
-        sqlx::query("update study set status = $1, finished_time = $2 where name = $3")
-            .bind(status)
-            .bind(finished)
-            .bind(&self.study.name)
-            .execute(&mut *self.tx)
-            .await?;
+        self.write(SqlFragment {
+            sql: "update study set status = $1, finished_time = $2 where name = $3".into(),
+            binds: vec![Bind::Text(status.into()), Bind::int_or_null(finished), Bind::Text(self.study.name.clone())],
+        });
         self.study.status = status.to_owned();
         self.study.finished_time = finished;
         Ok(())
     }
 
-    /// Commits every change (with the study's version, bumped when the transaction began) and
-    /// keeps the state in memory for the next decision.
+    /// Commits every change with the study's new version and keeps the state in memory for the
+    /// next decision. On SQLite, a study whose version another process changed since the
+    /// transaction began is busy: nothing is written and the request can be retried.
     pub async fn commit(mut self) -> Result<()> {
-        self.tx.commit().await?;
+        match self.writes {
+            StudyWrites::Transaction { mut tx, queue } => {
+                for statement in chained(queue) {
+                    bind_all(sqlx::query(&statement.sql), &statement.binds).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+            StudyWrites::Queued { lock, writer, queue } => {
+                let (name, version, last_blocks) = (self.study.name.clone(), self.version, self.last_blocks.clone());
+                tokio::task::spawn_blocking(move || writer.with(|conn| commit_natively(conn, &last_blocks, &name, version, queue)))
+                    .await
+                    .map_err(|_| sqlx::Error::WorkerCrashed)??;
+                drop(lock);
+            }
+        }
         *self.copy = Some(CachedStudy { version: self.version, trials: self.trials, views: self.views, reports: self.reports, artifact_location: self.artifact_location });
         Ok(())
+    }
+}
+
+/// Parameters one chained statement takes at most (Postgres accepts 65,535).
+const MAX_CHAINED_BINDS: usize = 30_000;
+
+/// Postgres: `statements` joined, in order, into as few statements as keep their meaning, each a
+/// chain of data-modifying `with` clauses (`with w0 as (insert ...), w1 as (update ...) insert
+/// ...`), so a decision's writes cost one or two round trips instead of a dozen.
+///
+/// Every part of one statement sees the database as it was before the statement, and Postgres
+/// applies only one of two changes to the same row. So a chain never holds two statements on the
+/// same table: the second starts the next chain and sees the first one's rows. A statement that
+/// is not an insert, update or delete runs alone.
+fn chained(statements: Vec<SqlFragment>) -> Vec<SqlFragment> {
+    let mut out = Vec::new();
+    let mut chain: Vec<SqlFragment> = Vec::new();
+    let mut tables: Vec<&'static str> = Vec::new();
+    let mut binds = 0;
+    let finish = |chain: &mut Vec<SqlFragment>, out: &mut Vec<SqlFragment>| {
+        if chain.len() <= 1 {
+            out.append(chain);
+            return;
+        }
+        let (mut sql, mut all_binds) = (String::from("with "), Vec::new());
+        let last = chain.len() - 1;
+        for (i, statement) in chain.drain(..).enumerate() {
+            let shifted = shift_placeholders(&statement.sql, all_binds.len());
+            if i < last {
+                sql.push_str(&format!("w{i} as ({shifted}), "));
+            } else {
+                sql.truncate(sql.len() - 2);
+                sql.push(' ');
+                sql.push_str(&shifted);
+            }
+            all_binds.extend(statement.binds);
+        }
+        out.push(SqlFragment { sql, binds: all_binds });
+    };
+    for statement in statements {
+        let table = written_table(&statement.sql);
+        let fits = table.is_some_and(|t| !tables.contains(&t)) && binds + statement.binds.len() <= MAX_CHAINED_BINDS;
+        if !fits {
+            finish(&mut chain, &mut out);
+            tables.clear();
+            binds = 0;
+        }
+        match table {
+            Some(t) => {
+                tables.push(t);
+                binds += statement.binds.len();
+                chain.push(statement);
+            }
+            None => out.push(statement),
+        }
+    }
+    finish(&mut chain, &mut out);
+    out
+}
+
+/// The table an `insert into`, `update` or `delete from` statement writes, if it is one of the
+/// tables a decision writes.
+fn written_table(sql: &str) -> Option<&'static str> {
+    const TABLES: [&str; 9] = ["run", "tag", "param", "trial", "trial_report", "metric", "latest_metric", "metric_block", "study"];
+    let rest = sql.strip_prefix("insert into ").or_else(|| sql.strip_prefix("update ")).or_else(|| sql.strip_prefix("delete from "))?;
+    let name = rest.split(|c: char| c.is_whitespace() || c == '(').next()?;
+    TABLES.into_iter().find(|t| *t == name)
+}
+
+/// `sql` with every placeholder `$n` renumbered `$(n + offset)`.
+fn shift_placeholders(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut number = String::new();
+        while let Some(&(_, d)) = chars.peek().filter(|(_, d)| d.is_ascii_digit()) {
+            number.push(d);
+            chars.next();
+        }
+        if let Ok(n) = number.parse::<usize>() {
+            out.push_str(&(n + offset).to_string());
+        } else {
+            out.push_str(&number);
+        }
+    }
+    out
+}
+
+/// The columns of a trial from `state` on, in [`TRIAL_COLUMNS`] order: what a decision changes.
+fn trial_state_binds(t: &TrialRow) -> Vec<Bind> {
+    vec![
+        Bind::Text(t.state.clone()),
+        Bind::float_or_null(t.value),
+        Bind::int_or_null(t.last_step),
+        Bind::float_or_null(t.last_value),
+        Bind::text_or_null(t.checkpoint.as_deref()),
+        Bind::int_or_null(t.checkpoint_step),
+        Bind::int_or_null(t.target_step),
+        Bind::Int(t.attempt),
+        Bind::text_or_null(t.lease_id.as_deref()),
+        Bind::text_or_null(t.worker_id.as_deref()),
+        Bind::int_or_null(t.lease_expires),
+        Bind::int_or_null(t.leased_time),
+        Bind::int_or_null(t.queued_time),
+        Bind::Int(t.failures),
+        Bind::Int(t.lost),
+        Bind::text_or_null(t.error.as_deref()),
+    ]
+}
+
+/// A SQLite decision's queued writes in one transaction, after moving the study to `version`
+/// from the version before it. Blocking.
+fn commit_natively(conn: &mut rusqlite::Connection, last_blocks: &LastBlocks, study: &str, version: i64, queue: Vec<QueuedWrite>) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let bumped = native::execute(&tx, "update study set version = $1 where name = $2 and version = $3", &[Bind::Int(version), Bind::Text(study.to_owned()), Bind::Int(version - 1)])?;
+    if bumped != 1 {
+        // Another process wrote to this study since the decision read it: the decision may rest
+        // on a stale history, so it is dropped; the caller's retry reads the new one.
+        return Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some(format!("study '{study}' was changed by another process during this decision; retry")),
+        )));
+    }
+    for write in &queue {
+        match write {
+            QueuedWrite::Statement(statement) => {
+                native::execute(&tx, &statement.sql, &statement.binds)?;
+            }
+            QueuedWrite::Metric { run_id, point } => NativeWriter::insert_metrics(&tx, last_blocks, &[(run_id.as_str(), std::slice::from_ref(point))])?,
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement(sql: &str, binds: usize) -> SqlFragment {
+        SqlFragment { sql: sql.into(), binds: (0..binds as i64).map(Bind::Int).collect() }
+    }
+
+    #[test]
+    fn placeholders_are_renumbered_and_nothing_else_changes() {
+        assert_eq!(shift_placeholders("update t set a = $1, b = '$x' where c = $10 and d = $", 4), "update t set a = $5, b = '$x' where c = $14 and d = $");
+        assert_eq!(shift_placeholders("select 1", 3), "select 1");
+    }
+
+    #[test]
+    fn a_chain_never_writes_one_table_twice() {
+        let chained = chained(vec![
+            statement("insert into run (a) values ($1)", 1),
+            statement("insert into tag (a, b) values ($1, $2)", 2),
+            statement("update trial set a = $1 where b = $2", 2),
+            statement("update run set a = $1 where b = $2", 2),
+            statement("insert into tag (a) values ($1)", 1),
+        ]);
+        let sql: Vec<&str> = chained.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            [
+                "with w0 as (insert into run (a) values ($1)), w1 as (insert into tag (a, b) values ($2, $3)) update trial set a = $4 where b = $5",
+                "with w0 as (update run set a = $1 where b = $2) insert into tag (a) values ($3)",
+            ]
+        );
+        let binds: Vec<Vec<Bind>> = chained.into_iter().map(|s| s.binds).collect();
+        assert_eq!(binds.iter().map(Vec::len).collect::<Vec<_>>(), [5, 3]);
+        assert!(matches!(binds[0][..], [Bind::Int(0), Bind::Int(0), Bind::Int(1), Bind::Int(0), Bind::Int(1)]));
+    }
+
+    #[test]
+    fn statements_that_cannot_chain_run_alone_in_order() {
+        let chained = chained(vec![
+            statement("update study set a = $1", 1),
+            statement("select 1", 0),
+            statement("insert into experiment (a) values ($1)", 1),
+            statement("insert into trial (a) values ($1)", MAX_CHAINED_BINDS),
+            statement("insert into run (a) values ($1)", 1),
+        ]);
+        let sql: Vec<&str> = chained.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            ["update study set a = $1", "select 1", "insert into experiment (a) values ($1)", "insert into trial (a) values ($1)", "insert into run (a) values ($1)"]
+        );
     }
 }
