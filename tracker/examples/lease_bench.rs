@@ -84,14 +84,13 @@ async fn open_store(backend: &Option<String>, dir: &std::path::Path) -> Store {
 /// machine) in a thread of this process, and returns its base URL. The simulated workers run on
 /// the main runtime, so their tasks do not queue in the server's scheduler; they still share
 /// the machine's cores with it.
-fn start_server(backend: Option<String>) -> String {
+fn start_server(backend: Option<String>, dir: std::path::PathBuf) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("server runtime");
         rt.block_on(async move {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let store = open_store(&backend, dir.path()).await;
-            let artifacts = Artifacts::open(dir.path().join("artifacts").to_str().unwrap()).expect("artifacts");
+            let store = open_store(&backend, &dir).await;
+            let artifacts = Artifacts::open(dir.join("artifacts").to_str().unwrap()).expect("artifacts");
             let state = AppState::with_lease_timing(store, artifacts, Auth::default(), LeaseTiming { lease_ttl: Duration::from_secs(60) });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
@@ -127,7 +126,10 @@ fn server_quantiles(metrics: &str, route_suffix: &str) -> Option<(f64, f64)> {
 #[tokio::main]
 async fn main() {
     let a = args();
-    let base = start_server(a.backend.clone());
+    // Owned here, so the database and artifacts are removed when the bench ends (the server's
+    // thread never returns).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = start_server(a.backend.clone(), dir.path().to_owned());
     let metrics_url = format!("{base}/metrics");
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(a.workers).build().unwrap();
