@@ -150,9 +150,10 @@ fn prepare<'c>(conn: &'c Connection, sql: &str, binds: &[Bind]) -> rusqlite::Res
     Ok(stmt)
 }
 
-/// The connection the group commit writes metric points through (see `group_commit`), on a
-/// blocking thread, while it holds sqlx's write connection: that single pooled connection is the
-/// process's write lock on SQLite, so these writes never wait on SQLite's own lock.
+/// The connection that the group commit of metric points (see `group_commit`) and the study
+/// decisions (see `studies`) write through, on a blocking thread, while they hold sqlx's write
+/// connection: that single pooled connection is the process's write lock on SQLite, so these
+/// writes never wait on SQLite's own lock, and `with` never waits on its mutex.
 pub(crate) struct NativeWriter {
     path: PathBuf,
     conn: Mutex<Option<Connection>>,
