@@ -229,6 +229,11 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
+                    // sqlx pings a connection before handing it out: a round trip before every
+                    // query or transaction, about a third of a study decision's. A connection
+                    // the server dropped fails its next statement instead, as a retryable error
+                    // (503), and is closed by the pool.
+                    .test_before_acquire(false)
                     .connect_with(opts)
                     .await?;
                 sqlx::migrate!("../migrations/postgres").run(&pool).await.map_err(migrate_error)?;

@@ -1,6 +1,6 @@
 //! Runs and everything logged to them: params, tags, metrics (history and latest), inputs, outputs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use api::mlflow::{Dataset, DatasetInput, Metric, ModelOutput, Run, RunData, RunInfo, RunInputs, RunOutputs, Tag};
@@ -190,6 +190,7 @@ impl Store {
         .await?;
         upsert_tags(&mut tx, self.dialect, &run_id, tags.iter()).await?;
         tx.commit().await?;
+        self.last_blocks.new_run(&run_id);
         self.get_run(&run_id).await
     }
 
@@ -738,22 +739,42 @@ pub(super) fn point_statements(dialect: Dialect, points: &[(&str, &NewMetric)]) 
 /// wrote the key too, or a transaction rolled back), a block ends up with more or fewer than
 /// [`POINTS_PER_BLOCK`] points, which is still a correct summary, so it is never checked.
 #[derive(Debug, Default, Clone)]
-pub(super) struct LastBlocks(Arc<Mutex<HashMap<RunKey, (i64, i64)>>>);
+pub(super) struct LastBlocks(Arc<Mutex<KnownBlocks>>);
+
+#[derive(Debug, Default)]
+struct KnownBlocks {
+    /// The last block of each metric this process wrote.
+    last: HashMap<RunKey, (i64, i64)>,
+    /// Runs this process created: none of their metrics has a block yet until `last` says so,
+    /// so the first write of each key needs no read (on Postgres a round trip).
+    new_runs: HashSet<String>,
+}
 
 /// `(run id, metric key)`.
 type RunKey = (String, String);
 
-/// Metrics [`LastBlocks`] remembers; past that it starts over, and the next write of each key
-/// reads its last block again.
+/// Metrics (and new runs) [`LastBlocks`] remembers; past that it starts over, and the next write
+/// of each key reads its last block again.
 const LAST_BLOCKS_KEPT: usize = 100_000;
 
 impl LastBlocks {
     fn get(&self, run_id: &str, key: &str) -> Option<(i64, i64)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&(run_id.to_owned(), key.to_owned())).copied()
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known.last.get(&(run_id.to_owned(), key.to_owned())).copied().or_else(|| known.new_runs.contains(run_id).then_some((0, 0)))
+    }
+
+    /// Remembers that `run_id` was just created, so it has no block yet.
+    pub(super) fn new_run(&self, run_id: &str) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if known.new_runs.len() >= LAST_BLOCKS_KEPT {
+            known.new_runs.clear();
+        }
+        known.new_runs.insert(run_id.to_owned());
     }
 
     fn set(&self, run_id: &str, key: &str, last: (i64, i64)) {
-        let mut blocks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let blocks = &mut known.last;
         if blocks.len() >= LAST_BLOCKS_KEPT {
             blocks.clear();
         }
@@ -944,6 +965,23 @@ mod block_tests {
         for (key, blocks) in &expected {
             assert_eq!(&store.metric_blocks(&run, key).await.unwrap(), blocks, "{key}, rebuilt by the migration");
         }
+    }
+
+    /// A run this process created has no block yet: its first points are folded into block 0
+    /// without reading for a last block (on Postgres a round trip), and from then on the block
+    /// as written is what is remembered.
+    #[test]
+    fn a_new_runs_first_points_need_no_read() {
+        let cache = LastBlocks::default();
+        let point = NewMetric { key: "loss".into(), value: 1.0, timestamp: 1, step: 1, dataset_name: None, dataset_digest: None, model_id: None };
+        let points = [("run", &point), ("other", &point)];
+        assert_eq!(last_block_queries(&cache, &points).len(), 2, "runs it did not create are read");
+        cache.new_run("run");
+        let reads = last_block_queries(&cache, &points);
+        assert_eq!(reads.iter().map(|(run, _)| *run).collect::<Vec<_>>(), ["other"]);
+        let upserts = block_statements(Dialect::Sqlite, &cache, &points[..1], &HashMap::new());
+        assert_eq!(upserts[0].binds[2], Bind::Int(0), "block 0");
+        assert_eq!((cache.get("run", "loss"), cache.get("other", "loss")), (Some((0, 1)), None));
     }
 
     /// Two processes writing the same metric (two replicas on one database) each remember the

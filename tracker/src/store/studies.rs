@@ -373,21 +373,24 @@ impl Store {
     async fn open_study(&self, name: &str, slot: StudySlot, mut copy: tokio::sync::OwnedMutexGuard<Option<CachedStudy>>, mut writes: StudyWrites) -> Result<StudyTx> {
         let now = now_ms();
         let opened = match &mut writes {
-            // Locking and bumping in one statement saves a round trip per decision; a rollback
-            // undoes the bump.
+            // Locking and bumping, and reading the expired leases, in one statement: one round
+            // trip per decision. A rollback undoes the bump. Heartbeats renew leases without the
+            // study lock, so expiry is read from the database: only the leases that have run out
+            // (an index range, usually empty).
             StudyWrites::Transaction { tx, .. } => {
-                let row = sqlx::query(&format!("update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version"))
-                    .bind(name)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+                let row = sqlx::query(&format!(
+                    "with locked as (update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version) \
+                     select locked.*, (select string_agg(number::text, ',' order by number) from trial where study = $1 and state = 'running' and lease_expires < $2) from locked"
+                ))
+                .bind(name)
+                .bind(now)
+                .fetch_optional(&mut **tx)
+                .await?;
                 match row {
                     None => None,
                     Some(row) => {
                         let (study, version) = (study_from_row(&row)?, row.try_get::<i64, _>(6)?);
-                        // Heartbeats renew leases without the study lock, so expiry is read from
-                        // the database: only the leases that have run out (an index range,
-                        // usually empty).
-                        let expired: Vec<i64> = sqlx::query_scalar(EXPIRED_TRIALS).bind(name).bind(now).fetch_all(&mut **tx).await?;
+                        let expired = parse_numbers(row.try_get::<Option<String>, _>(7)?.as_deref())?;
                         Some((study, version - 1, expired))
                     }
                 }
@@ -400,7 +403,7 @@ impl Store {
                 tokio::task::spawn_blocking(move || writer.with(|conn| read_study_natively(conn, &name, now))).await.map_err(|_| sqlx::Error::WorkerCrashed)??
             }
         };
-        let Some((study, read_version, expired)) = opened else {
+        let Some((study, read_version, mut expired)) = opened else {
             drop(copy);
             let mut slots = self.study_cache.lock().map_err(|_| poisoned())?;
             if slots.get(name).is_some_and(|s| std::sync::Arc::ptr_eq(s, &slot)) {
@@ -412,6 +415,11 @@ impl Store {
         let (trials, views, reports, artifact_location) = match cached {
             Some(c) => (c.trials, c.views, c.reports, c.artifact_location),
             None => {
+                if let StudyWrites::Transaction { tx, .. } = &mut writes {
+                    // The statement above read the trials as of its start: when it waited for
+                    // another replica's decision to release the study, read them again now.
+                    expired = sqlx::query_scalar(EXPIRED_TRIALS).bind(name).bind(now).fetch_all(&mut **tx).await?;
+                }
                 let conn = writes.connection();
                 let rows = sqlx::query(&format!("select {TRIAL_COLUMNS} from trial where study = $1 order by number")).bind(name).fetch_all(&mut *conn).await?;
                 let trials = rows.iter().map(trial_from_row).collect::<Result<Vec<_>>>()?;
@@ -459,6 +467,12 @@ fn read_study_natively(conn: &mut rusqlite::Connection, name: &str, now: i64) ->
     let expired = native::query::<(i64,)>(&tx, EXPIRED_TRIALS, &[Bind::Text(name.clone()), Bind::Int(now)])?.into_iter().map(|(n,)| n).collect();
     tx.commit()?;
     Ok(Some((StudyRow { name, experiment_id, spec, status, created_time, finished_time }, version, expired)))
+}
+
+/// Trial numbers from a comma-separated list (`string_agg`), none for null.
+fn parse_numbers(list: Option<&str>) -> Result<Vec<i64>> {
+    let Some(list) = list.filter(|l| !l.is_empty()) else { return Ok(Vec::new()) };
+    list.split(',').map(|n| n.parse::<i64>().map_err(|e| Error::Db(sqlx::Error::Decode(format!("trial number '{n}': {e}").into())))).collect()
 }
 
 fn poisoned() -> Error {
@@ -612,6 +626,9 @@ impl StudyTx {
             ),
             binds,
         });
+        // Its first report then logs its metric without reading for a last block first (if this
+        // transaction rolls back, the run never exists and the note is never read).
+        self.last_blocks.new_run(&trial.run_uuid);
         self.views.push(trial_view(&trial)?);
         self.trials.push(trial);
         Ok(())
@@ -874,6 +891,16 @@ mod tests {
 
     fn statement(sql: &str, binds: usize) -> SqlFragment {
         SqlFragment { sql: sql.into(), binds: (0..binds as i64).map(Bind::Int).collect() }
+    }
+
+    /// The expired leases come back from Postgres as one `string_agg` text, null when none.
+    #[test]
+    fn trial_numbers_are_read_from_a_list() {
+        assert_eq!(parse_numbers(None).unwrap(), Vec::<i64>::new());
+        assert_eq!(parse_numbers(Some("")).unwrap(), Vec::<i64>::new());
+        assert_eq!(parse_numbers(Some("3")).unwrap(), [3]);
+        assert_eq!(parse_numbers(Some("0,17,4501")).unwrap(), [0, 17, 4501]);
+        assert!(parse_numbers(Some("1,x")).is_err());
     }
 
     #[test]
