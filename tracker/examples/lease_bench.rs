@@ -70,7 +70,7 @@ async fn open_store(backend: &Option<String>, dir: &std::path::Path) -> Store {
         Some(admin) => {
             use sqlx::Connection;
             sqlx::any::install_default_drivers();
-            let name = format!("lease_bench_{}", std::process::id());
+            let name = database_name();
             let mut conn = sqlx::AnyConnection::connect(admin).await.expect("connect to Postgres");
             let _ = sqlx::query(&format!("drop database if exists \"{name}\"")).execute(&mut conn).await;
             sqlx::query(&format!("create database \"{name}\"")).execute(&mut conn).await.expect("create database");
@@ -223,4 +223,18 @@ async fn main() {
     let calls = l.lease.len() + l.report.len() + l.complete.len();
     let done = *trials_done.lock().unwrap();
     println!("trials finished {done} ({:.1}/s), protocol calls {calls} ({:.0}/s)", done as f64 / elapsed, calls as f64 / elapsed);
+    if let Some(admin) = &a.backend {
+        // Left behind, each run's database adds to the server's autovacuum rounds and slows the
+        // runs after it. `force` closes the tracker's pooled connections, which are still open.
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(admin).await.expect("connect to Postgres");
+        if let Err(e) = sqlx::query(&format!("drop database if exists \"{}\" with (force)", database_name())).execute(&mut conn).await {
+            eprintln!("could not drop the bench database: {e}");
+        }
+    }
+}
+
+/// The database this run creates on the `--backend` server, and drops at the end.
+fn database_name() -> String {
+    format!("lease_bench_{}", std::process::id())
 }
