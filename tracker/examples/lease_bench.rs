@@ -68,12 +68,9 @@ async fn open_store(backend: &Option<String>, dir: &std::path::Path) -> Store {
     match backend {
         None => Store::open(&BackendUri::Sqlite(dir.join("bench.db"))).await.expect("sqlite store"),
         Some(admin) => {
-            use sqlx::Connection;
-            sqlx::any::install_default_drivers();
             let name = database_name();
-            let mut conn = sqlx::AnyConnection::connect(admin).await.expect("connect to Postgres");
-            let _ = sqlx::query(&format!("drop database if exists \"{name}\"")).execute(&mut conn).await;
-            sqlx::query(&format!("create database \"{name}\"")).execute(&mut conn).await.expect("create database");
+            drop_database(admin).await;
+            sqlx::query(&format!("create database \"{name}\"")).execute(&mut admin_connection(admin).await).await.expect("create database");
             let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
             Store::open(&BackendUri::Postgres(format!("{base}/{name}"))).await.expect("postgres store")
         }
@@ -225,16 +222,27 @@ async fn main() {
     println!("trials finished {done} ({:.1}/s), protocol calls {calls} ({:.0}/s)", done as f64 / elapsed, calls as f64 / elapsed);
     if let Some(admin) = &a.backend {
         // Left behind, each run's database adds to the server's autovacuum rounds and slows the
-        // runs after it. `force` closes the tracker's pooled connections, which are still open.
-        use sqlx::Connection;
-        let mut conn = sqlx::AnyConnection::connect(admin).await.expect("connect to Postgres");
-        if let Err(e) = sqlx::query(&format!("drop database if exists \"{}\" with (force)", database_name())).execute(&mut conn).await {
-            eprintln!("could not drop the bench database: {e}");
-        }
+        // runs after it.
+        drop_database(admin).await;
     }
 }
 
 /// The database this run creates on the `--backend` server, and drops at the end.
 fn database_name() -> String {
     format!("lease_bench_{}", std::process::id())
+}
+
+async fn admin_connection(admin: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    sqlx::AnyConnection::connect(admin).await.expect("connect to Postgres")
+}
+
+/// Drops this run's database if it exists; `force` closes the connections still open to it (the
+/// tracker's pool, at the end of a run).
+async fn drop_database(admin: &str) {
+    let sql = format!("drop database if exists \"{}\" with (force)", database_name());
+    if let Err(e) = sqlx::query(&sql).execute(&mut admin_connection(admin).await).await {
+        eprintln!("could not drop the bench database: {e}");
+    }
 }

@@ -378,10 +378,7 @@ impl Store {
             // study lock, so expiry is read from the database: only the leases that have run out
             // (an index range, usually empty).
             StudyWrites::Transaction { tx, .. } => {
-                let row = sqlx::query(&format!(
-                    "with locked as (update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version) \
-                     select locked.*, (select string_agg(number::text, ',' order by number) from trial where study = $1 and state = 'running' and lease_expires < $2) from locked"
-                ))
+                let row = sqlx::query(&LOCK_STUDY_WITH_EXPIRED)
                 .bind(name)
                 .bind(now)
                 .fetch_optional(&mut **tx)
@@ -454,8 +451,26 @@ impl Store {
     }
 }
 
-/// The running trials of study `$1` whose lease ran out before `$2`.
-const EXPIRED_TRIALS: &str = "select number from trial where study = $1 and state = 'running' and lease_expires < $2 order by number";
+/// The running trials of study `$1` whose lease ran out before `$2` (a macro, so that both
+/// statements below are built from it at compile time).
+macro_rules! expired_trials_of_study {
+    () => {
+        "from trial where study = $1 and state = 'running' and lease_expires < $2"
+    };
+}
+
+/// The numbers of the expired trials, in order.
+const EXPIRED_TRIALS: &str = concat!("select number ", expired_trials_of_study!(), " order by number");
+
+/// Postgres: locks study `$1`, bumps its version and returns its row, its new version and the
+/// numbers of its expired trials as one comma-separated text (null when none).
+static LOCK_STUDY_WITH_EXPIRED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "with locked as (update study set version = version + 1 where name = $1 returning {STUDY_COLUMNS}, version) \
+         select locked.*, (select string_agg(number::text, ',' order by number) {}) from locked",
+        expired_trials_of_study!()
+    )
+});
 
 /// The study's row, version and expired leases on the native writer's connection, in one read
 /// transaction so that they agree. `None` when there is no such study. Blocking.
