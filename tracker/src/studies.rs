@@ -542,11 +542,19 @@ impl<'a> Studies<'a> {
             e => e.into(),
         })?;
         let now = now_ms();
-        // `last_seen` is for operators; refreshing it once per few seconds is enough, and spares
-        // a write transaction on most leases.
-        if now - worker.last_seen > LAST_SEEN_RESOLUTION_MS {
-            self.store.touch_worker(&worker.worker_id).await?;
+        // `last_seen` is for operators; refreshing it once per few seconds is enough. It is
+        // written with the lease's decision when there is one, else on its own below.
+        let mut touch = (now - worker.last_seen > LAST_SEEN_RESOLUTION_MS).then_some(now);
+        let response = self.lease_for(&req, &worker, now, &mut touch).await;
+        if let Some(now) = touch {
+            self.store.touch_worker(&worker.worker_id, now).await?;
         }
+        response
+    }
+
+    /// [`Studies::lease`] once the worker is known. `touch`, when set, is the `last_seen` to
+    /// write with the first decision that commits; it is taken when that decision commits.
+    async fn lease_for(&self, req: &LeaseRequest, worker: &WorkerRow, now: i64, touch: &mut Option<i64>) -> Result<LeaseResponse> {
         if let Some(held) = self.store.active_lease_of_worker(&worker.worker_id, now).await? {
             let mut tx = self.store.begin_study(&held.study).await?;
             let plan = Plan::from_stored(&tx.study)?;
@@ -557,7 +565,7 @@ impl<'a> Studies<'a> {
                 let t = t.clone();
                 tx.save_trial(index).await?;
                 let experiment_id = tx.study.experiment_id;
-                tx.commit().await?;
+                commit_touching(tx, &worker.worker_id, touch).await?;
                 return Ok(self.assigned(&plan, &t, experiment_id));
             }
         }
@@ -596,7 +604,7 @@ impl<'a> Studies<'a> {
             let tx = if names.len() == 1 { Some(self.store.begin_study(name).await?) } else { self.store.begin_study_unless_busy(name).await? };
             match tx {
                 Some(tx) => {
-                    if let Some(t) = self.lease_in(tx, &worker.worker_id, now, &mut reason).await? {
+                    if let Some(t) = self.lease_in(tx, &worker.worker_id, now, &mut reason, touch).await? {
                         return Ok(t);
                     }
                 }
@@ -605,7 +613,7 @@ impl<'a> Studies<'a> {
         }
         for name in busy {
             let tx = self.store.begin_study(name).await?;
-            if let Some(t) = self.lease_in(tx, &worker.worker_id, now, &mut reason).await? {
+            if let Some(t) = self.lease_in(tx, &worker.worker_id, now, &mut reason, touch).await? {
                 return Ok(t);
             }
         }
@@ -615,11 +623,11 @@ impl<'a> Studies<'a> {
 
     /// Leases a trial of the study locked by `tx` to the worker, or commits and says in `reason`
     /// why there is none (finishing the study when nothing more can run).
-    async fn lease_in(&self, mut tx: StudyTx, worker_id: &str, now: i64, reason: &mut String) -> Result<Option<LeaseResponse>> {
+    async fn lease_in(&self, mut tx: StudyTx, worker_id: &str, now: i64, reason: &mut String, touch: &mut Option<i64>) -> Result<Option<LeaseResponse>> {
         let name = tx.study.name.clone();
         if tx.study.status != "running" {
             *reason = format!("study '{name}' is {}", tx.study.status);
-            tx.commit().await?;
+            commit_touching(tx, worker_id, touch).await?;
             return Ok(None);
         }
         let plan = Plan::from_stored(&tx.study)?;
@@ -627,13 +635,13 @@ impl<'a> Studies<'a> {
         match self.pick(&mut tx, &plan, worker_id, now).await? {
             Some(t) => {
                 let experiment_id = tx.study.experiment_id;
-                tx.commit().await?;
+                commit_touching(tx, worker_id, touch).await?;
                 Ok(Some(self.assigned(&plan, &t, experiment_id)))
             }
             None => {
                 let finished = finish_if_done(&mut tx, &plan).await?;
                 *reason = format!("study '{name}' has no trial to start now");
-                tx.commit().await?;
+                commit_touching(tx, worker_id, touch).await?;
                 if finished {
                     self.register_best(&name).await;
                 }
@@ -1056,7 +1064,7 @@ impl<'a> Studies<'a> {
     /// every lease of a draining worker a `preempt` command.
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
         let worker = self.store.get_worker(&req.worker_id).await?;
-        self.store.touch_worker(&req.worker_id).await?;
+        self.store.touch_worker(&req.worker_id, now_ms()).await?;
         let now = now_ms();
         let mut commands = Vec::new();
         for lease in &req.leases {
@@ -1084,6 +1092,16 @@ impl<'a> Studies<'a> {
 
 /// Marks the study finished when no trial can run any more; paused trials that no promotion
 /// will take are pruned at their rung. True when this call finished it.
+/// Commits `tx`, writing the worker's `last_seen` with it when `touch` holds one (then taken).
+async fn commit_touching(mut tx: StudyTx, worker_id: &str, touch: &mut Option<i64>) -> Result<()> {
+    if let Some(now) = *touch {
+        tx.touch_worker(worker_id, now);
+    }
+    tx.commit().await?;
+    *touch = None;
+    Ok(())
+}
+
 async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<bool> {
     if !matches!(tx.study.status.as_str(), "running" | "paused") || (tx.trials.len() as u64) < plan.spec.max_trials {
         return Ok(false);

@@ -425,6 +425,45 @@ async fn expired_leases_are_swept_without_a_lease_call_postgres() {
     expired_leases_are_swept_without_a_lease_call(Backend::Postgres).await;
 }
 
+/// A lease refreshes the worker's `last_seen` when it is older than a few seconds, whether the
+/// lease starts a trial (the write goes with the decision), repeats a held lease, or finds no
+/// trial at all (the write goes alone).
+async fn a_lease_refreshes_the_workers_last_seen(backend: Backend) {
+    let Some(s) = common::start(backend).await else { return };
+    register(&s, "w1").await;
+    let last_seen = || async { s.store.get_worker("w1").await.unwrap().last_seen };
+    let long_ago = 1_000;
+
+    s.store.touch_worker("w1", long_ago).await.unwrap();
+    let idle = lease(&s, "w1").await;
+    assert!(idle["assignment"].is_null(), "no study yet: {idle}");
+    assert!(last_seen().await > long_ago, "a lease that found no study left last_seen stale");
+
+    call(&s, "studies/create", json!({"spec": spec("seen", json!({}))})).await.ok();
+    s.store.touch_worker("w1", long_ago).await.unwrap();
+    let first = lease(&s, "w1").await;
+    assert_eq!(first["assignment"]["trial"], 0, "{first}");
+    assert!(last_seen().await > long_ago, "a lease that started a trial left last_seen stale");
+
+    s.store.touch_worker("w1", long_ago).await.unwrap();
+    let again = lease(&s, "w1").await;
+    assert_eq!(again["assignment"]["lease_id"], first["assignment"]["lease_id"], "{again}");
+    assert!(last_seen().await > long_ago, "a repeated lease left last_seen stale");
+    // The trial the decisions wrote is intact beside the worker's row.
+    let study = s.send(s.client.get(s.url("/api/tracker/studies/get")).query(&[("name", "seen")])).await.ok();
+    assert_eq!((study["trials"][0]["state"].clone(), study["trials"][0]["worker_id"].clone()), (json!("running"), json!("w1")), "{study}");
+}
+
+#[tokio::test]
+async fn a_lease_refreshes_the_workers_last_seen_sqlite() {
+    a_lease_refreshes_the_workers_last_seen(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_lease_refreshes_the_workers_last_seen_postgres() {
+    a_lease_refreshes_the_workers_last_seen(Backend::Postgres).await;
+}
+
 /// A drained worker's trial is preempted at its next heartbeat; released, it resumes on another
 /// worker from its checkpoint, and the drained worker leases nothing until resumed.
 async fn drained_worker_is_preempted_and_its_trial_resumes_elsewhere(backend: Backend) {

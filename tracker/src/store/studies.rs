@@ -307,8 +307,8 @@ impl Store {
     }
 
     /// Records contact with a worker.
-    pub async fn touch_worker(&self, worker_id: &str) -> Result<()> {
-        sqlx::query("update worker set last_seen = $1 where worker_id = $2").bind(now_ms()).bind(worker_id).execute(&self.write).await?;
+    pub async fn touch_worker(&self, worker_id: &str, now: i64) -> Result<()> {
+        sqlx::query("update worker set last_seen = $1 where worker_id = $2").bind(now).bind(worker_id).execute(&self.write).await?;
         Ok(())
     }
 
@@ -717,6 +717,12 @@ impl StudyTx {
         }
     }
 
+    /// Records contact with a worker (its `last_seen`) at this transaction's commit, so a lease
+    /// that makes a decision pays no write of its own for it.
+    pub fn touch_worker(&mut self, worker_id: &str, now: i64) {
+        self.write(SqlFragment { sql: "update worker set last_seen = $1 where worker_id = $2".into(), binds: vec![Bind::Int(now), Bind::Text(worker_id.to_owned())] });
+    }
+
     /// Sets a trial run's status (and end time when terminal) and tags.
     pub async fn set_run_state(&mut self, run_id: &str, status: &str, tags: &[(String, String)]) -> Result<()> {
         let end_time = matches!(status, "FINISHED" | "FAILED" | "KILLED").then(now_ms);
@@ -824,7 +830,7 @@ fn chained(statements: Vec<SqlFragment>) -> Vec<SqlFragment> {
 /// The table an `insert into`, `update` or `delete from` statement writes, if it is one of the
 /// tables a decision writes.
 fn written_table(sql: &str) -> Option<&'static str> {
-    const TABLES: [&str; 9] = ["run", "tag", "param", "trial", "trial_report", "metric", "latest_metric", "metric_block", "study"];
+    const TABLES: [&str; 10] = ["run", "tag", "param", "trial", "trial_report", "metric", "latest_metric", "metric_block", "study", "worker"];
     let rest = sql.strip_prefix("insert into ").or_else(|| sql.strip_prefix("update ")).or_else(|| sql.strip_prefix("delete from "))?;
     let name = rest.split(|c: char| c.is_whitespace() || c == '(').next()?;
     TABLES.into_iter().find(|t| *t == name)
