@@ -400,6 +400,9 @@ mod tests {
                 while writing.load(std::sync::atomic::Ordering::Relaxed) {
                     store.create_experiment(&format!("e{i}"), None, &[]).await.unwrap();
                     i += 1;
+                    // Steady, but paced: unpaced, a fast machine refills the restarted WAL past
+                    // `before` within the 50 ms below, and the check reads as if it never restarted.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 i
             }
