@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use worker::data::jsonl::{Message, Role};
-use worker::lm::base::{build_base, BaseRecipe};
+use worker::lm::base::{build_base, BaseRecipe, PretrainingText};
 use worker::lm::generate::{generate as generate_tokens, SamplingConfig};
 use worker::lm::peft::load_adapter;
 use worker::lm::tokenizer::TextTokenizer;
@@ -79,8 +79,8 @@ pub(crate) fn generate(base: &str, adapter: Option<&Path>, prompt: &str, raw: bo
 }
 
 /// `worker base --out DIR`.
-pub(crate) fn base(out: &Path, steps: Option<u64>) -> anyhow::Result<()> {
-    let mut recipe = BaseRecipe::default();
+pub(crate) fn base(out: &Path, steps: Option<u64>, text: PretrainingText) -> anyhow::Result<()> {
+    let mut recipe = BaseRecipe { text, ..BaseRecipe::default() };
     if let Some(steps) = steps {
         recipe.steps = steps;
     }

@@ -135,6 +135,10 @@ struct BaseArgs {
     /// Pretraining steps (the recipe's default otherwise).
     #[arg(long)]
     steps: Option<u64>,
+    /// The shipped text to train the tokenizer and the model on: the corpus (as the committed
+    /// base), or also the tax rulings and the hanja readings.
+    #[arg(long, value_enum, default_value = "corpus")]
+    text: worker::lm::base::PretrainingText,
 }
 
 #[derive(Args, Debug)]
@@ -189,7 +193,7 @@ fn main() -> anyhow::Result<()> {
             let sampling = SamplingConfig { max_new_tokens: a.max_new_tokens, do_sample: a.do_sample, temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
             return lora_cli::generate(&a.base, a.adapter.as_deref(), &a.prompt, a.raw, &sampling);
         }
-        Some(Command::Base(args)) => return lora_cli::base(&args.out, args.steps),
+        Some(Command::Base(args)) => return lora_cli::base(&args.out, args.steps, args.text),
         Some(Command::Serve(args)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
             return runtime.block_on(serve(args));

@@ -40,24 +40,40 @@ pub fn qa_pairs() -> Vec<(String, String)> {
         .collect()
 }
 
-/// One line of `hanja_pairs.jsonl`; `type` and `hun_eum` are not needed.
+/// One line of `hanja_pairs.jsonl`; `type` is not needed.
 #[derive(Deserialize)]
 struct HanjaRow {
     hanja: String,
     reading: String,
+    /// A character's meaning and sound ("집 가"); words have none.
+    #[serde(default)]
+    hun_eum: Option<String>,
+}
+
+fn hanja_rows() -> impl Iterator<Item = HanjaRow> {
+    HANJA_PAIRS.lines().filter(|line| !line.trim().is_empty()).map(|line| serde_json::from_str(line).expect("shipped data should parse"))
 }
 
 /// (hanja, Hangul reading) of every line of `hanja_pairs.jsonl`: 6,304 characters (家 → 가) then
 /// 30,000 words (紫外線燈 → 자외선등), in file order.
 pub fn hanja_pairs() -> Vec<(String, String)> {
-    HANJA_PAIRS
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let row: HanjaRow = serde_json::from_str(line).expect("shipped data should parse");
-            (row.hanja, row.reading)
-        })
-        .collect()
+    hanja_rows().map(|row| (row.hanja, row.reading)).collect()
+}
+
+/// Hanja readings per pretraining document: one line each, so a document is a few hundred tokens.
+const READINGS_PER_DOCUMENT: usize = 64;
+
+/// Every Korean text shipped, as documents for a base's tokenizer and pretraining
+/// (`worker base --text all-shipped`): the corpus's paragraphs, each ruling as its question and answer, and the Hangul side of the hanja
+/// pairs (a character's meaning and sound, "여덟 팔", or a word's reading, "자외선등"), 64 to a
+/// document. The corpus alone is laws and rulings that write numbers in digits, so without the
+/// readings a base never sees syllables like 삼, 칠 or 여덟 and its tokenizer splits them into bytes.
+pub fn pretraining_texts() -> Vec<String> {
+    let mut texts = korean_corpus();
+    texts.extend(qa_pairs().into_iter().map(|(question, answer)| format!("{question}\n{answer}")));
+    let readings: Vec<String> = hanja_rows().map(|row| row.hun_eum.unwrap_or(row.reading)).collect();
+    texts.extend(readings.chunks(READINGS_PER_DOCUMENT).map(|lines| lines.join("\n")));
+    texts
 }
 
 #[cfg(test)]
@@ -79,5 +95,16 @@ mod tests {
         assert_eq!(hanja.len(), 36_304);
         assert_eq!(hanja[1], ("家".to_owned(), "가".to_owned()));
         assert!(hanja.iter().all(|(h, r)| !h.is_empty() && !r.is_empty()));
+    }
+
+    #[test]
+    fn pretraining_texts_hold_every_shipped_korean_text() {
+        let texts = pretraining_texts();
+        assert_eq!(texts.len(), 489 + 1_175 + 36_304_usize.div_ceil(READINGS_PER_DOCUMENT));
+        assert!(texts[489].starts_with("간주임대료 계산\n특수관계있는"));
+        // A character's line is its meaning and sound, a word's line its reading.
+        assert!(texts[489 + 1_175].starts_with("옳을 가\n집 가\n"));
+        assert!(texts.iter().any(|t| t.lines().any(|line| line == "여덟 팔")));
+        assert!(texts.last().expect("documents").lines().all(|line| line.chars().all(|c| !('\u{4E00}'..='\u{9FFF}').contains(&c))));
     }
 }

@@ -36,6 +36,35 @@ pub struct BaseRecipe {
     pub learning_rate: f64,
     /// Seed of the initialisation and the batch order.
     pub seed: u64,
+    /// What the tokenizer and the model are trained on.
+    #[serde(default, skip_serializing_if = "PretrainingText::is_corpus")]
+    pub text: PretrainingText,
+}
+
+/// The shipped text a base is pretrained on: [`shipped::korean_corpus`] or
+/// [`shipped::pretraining_texts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PretrainingText {
+    /// The corpus's paragraphs, as the committed base.
+    #[default]
+    Corpus,
+    /// The corpus, the tax rulings and the hanja readings.
+    AllShipped,
+}
+
+impl PretrainingText {
+    fn is_corpus(&self) -> bool {
+        *self == PretrainingText::Corpus
+    }
+
+    /// The documents, in order.
+    pub fn documents(self) -> Vec<String> {
+        match self {
+            PretrainingText::Corpus => shipped::korean_corpus(),
+            PretrainingText::AllShipped => shipped::pretraining_texts(),
+        }
+    }
 }
 
 impl Default for BaseRecipe {
@@ -60,6 +89,7 @@ impl Default for BaseRecipe {
             steps: 240,
             learning_rate: 3e-3,
             seed: 7,
+            text: PretrainingText::Corpus,
         }
     }
 }
@@ -88,10 +118,11 @@ impl<B: Backend> ModuleMapper<B> for Unfreeze {
     }
 }
 
-/// Trains the tokenizer on the shipped corpus, pretrains the model on it and writes a Hugging
-/// Face folder to `out`; calls `progress(step, loss)` after each step. Returns the final loss.
+/// Trains the tokenizer on the recipe's shipped text, pretrains the model on it and writes a
+/// Hugging Face folder to `out`; calls `progress(step, loss)` after each step. Returns the final
+/// loss.
 pub fn build_base<AB: AutodiffBackend>(out: &Path, recipe: &BaseRecipe, device: &AB::Device, mut progress: impl FnMut(u64, f64)) -> Result<f64, TrainError> {
-    let corpus = shipped::korean_corpus();
+    let corpus = recipe.text.documents();
     let tokenizer = TextTokenizer::train(&corpus, recipe.model.vocab_size)?;
     let mut config = recipe.model.clone();
     config.vocab_size = tokenizer.vocab_size();
@@ -126,4 +157,25 @@ pub fn build_base<AB: AutodiffBackend>(out: &Path, recipe: &BaseRecipe, device: 
     let recipe_path = out.join("recipe.json");
     std::fs::write(&recipe_path, serde_json::to_string_pretty(recipe).expect("json")).map_err(|source| TrainError::Io { path: recipe_path, source })?;
     Ok(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed base's `recipe.json` predates the text choice: it reads as the corpus, and a
+    /// corpus recipe writes the same JSON, so rebuilding the committed base leaves the file as is.
+    #[test]
+    fn the_committed_recipe_is_the_default_on_the_corpus() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ko-tiny/recipe.json");
+        let committed = std::fs::read_to_string(path).expect("the committed recipe");
+        let recipe: BaseRecipe = serde_json::from_str(&committed).expect("the committed recipe parses");
+        assert_eq!(recipe, BaseRecipe::default());
+        assert!(!serde_json::to_string(&recipe).unwrap().contains("text"));
+
+        let all = BaseRecipe { text: PretrainingText::AllShipped, ..BaseRecipe::default() };
+        let json = serde_json::to_string(&all).unwrap();
+        assert!(json.contains(r#""text":"all-shipped""#), "{json}");
+        assert_eq!(serde_json::from_str::<BaseRecipe>(&json).unwrap(), all);
+    }
 }
