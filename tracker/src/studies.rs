@@ -1064,8 +1064,8 @@ impl<'a> Studies<'a> {
     /// every lease of a draining worker a `preempt` command.
     pub async fn heartbeat(&self, req: HeartbeatRequest) -> Result<HeartbeatResponse> {
         let worker = self.store.get_worker(&req.worker_id).await?;
-        self.store.touch_worker(&req.worker_id, now_ms()).await?;
         let now = now_ms();
+        self.store.touch_worker(&req.worker_id, now).await?;
         let mut commands = Vec::new();
         for lease in &req.leases {
             // Renewed even when draining: the lease must outlive the release that follows.
@@ -1090,8 +1090,6 @@ impl<'a> Studies<'a> {
     }
 }
 
-/// Marks the study finished when no trial can run any more; paused trials that no promotion
-/// will take are pruned at their rung. True when this call finished it.
 /// Commits `tx`, writing the worker's `last_seen` with it when `touch` holds one (then taken).
 async fn commit_touching(mut tx: StudyTx, worker_id: &str, touch: &mut Option<i64>) -> Result<()> {
     if let Some(now) = *touch {
@@ -1102,6 +1100,8 @@ async fn commit_touching(mut tx: StudyTx, worker_id: &str, touch: &mut Option<i6
     Ok(())
 }
 
+/// Marks the study finished when no trial can run any more; paused trials that no promotion
+/// will take are pruned at their rung. True when this call finished it.
 async fn finish_if_done(tx: &mut StudyTx, plan: &Plan) -> Result<bool> {
     if !matches!(tx.study.status.as_str(), "running" | "paused") || (tx.trials.len() as u64) < plan.spec.max_trials {
         return Ok(false);

@@ -50,6 +50,7 @@ struct HanjaRow {
     hun_eum: Option<String>,
 }
 
+/// Every line of `hanja_pairs.jsonl`, in file order.
 fn hanja_rows() -> impl Iterator<Item = HanjaRow> {
     HANJA_PAIRS.lines().filter(|line| !line.trim().is_empty()).map(|line| serde_json::from_str(line).expect("shipped data should parse"))
 }
@@ -63,11 +64,12 @@ pub fn hanja_pairs() -> Vec<(String, String)> {
 /// Hanja readings per pretraining document: one line each, so a document is a few hundred tokens.
 const READINGS_PER_DOCUMENT: usize = 64;
 
-/// Every Korean text shipped, as documents for a base's tokenizer and pretraining
-/// (`worker base --text all-shipped`): the corpus's paragraphs, each ruling as its question and answer, and the Hangul side of the hanja
-/// pairs (a character's meaning and sound, "여덟 팔", or a word's reading, "자외선등"), 64 to a
-/// document. The corpus alone is laws and rulings that write numbers in digits, so without the
-/// readings a base never sees syllables like 삼, 칠 or 여덟 and its tokenizer splits them into bytes.
+/// Every Korean text shipped, as documents for a base's tokenizer and pretraining (`worker base
+/// --text all-shipped`): the corpus's paragraphs, each ruling as its question and answer, and the
+/// Hangul side of the hanja pairs (a character's meaning and sound, "여덟 팔", or a word's
+/// reading, "자외선등"), 64 to a document. The corpus alone is laws and rulings that write
+/// numbers in digits, so a base on it alone barely sees syllables like 삼, 칠 or 여덟, and its
+/// tokenizer splits them into bytes.
 pub fn pretraining_texts() -> Vec<String> {
     let mut texts = korean_corpus();
     texts.extend(qa_pairs().into_iter().map(|(question, answer)| format!("{question}\n{answer}")));
