@@ -308,7 +308,7 @@ impl Store {
 
     /// Records contact with a worker.
     pub async fn touch_worker(&self, worker_id: &str, now: i64) -> Result<()> {
-        sqlx::query("update worker set last_seen = $1 where worker_id = $2").bind(now).bind(worker_id).execute(&self.write).await?;
+        sqlx::query(TOUCH_WORKER).bind(now).bind(worker_id).execute(&self.write).await?;
         Ok(())
     }
 
@@ -450,6 +450,9 @@ impl Store {
         Ok(stx)
     }
 }
+
+/// Sets worker `$2`'s `last_seen` to `$1`: alone, or queued with a lease's decision.
+const TOUCH_WORKER: &str = "update worker set last_seen = $1 where worker_id = $2";
 
 /// The running trials of study `$1` whose lease ran out before `$2` (a macro, so that both
 /// statements below are built from it at compile time).
@@ -720,7 +723,7 @@ impl StudyTx {
     /// Records contact with a worker (its `last_seen`) at this transaction's commit, so a lease
     /// that makes a decision pays no write of its own for it.
     pub fn touch_worker(&mut self, worker_id: &str, now: i64) {
-        self.write(SqlFragment { sql: "update worker set last_seen = $1 where worker_id = $2".into(), binds: vec![Bind::Int(now), Bind::Text(worker_id.to_owned())] });
+        self.write(SqlFragment { sql: TOUCH_WORKER.into(), binds: vec![Bind::Int(now), Bind::Text(worker_id.to_owned())] });
     }
 
     /// Sets a trial run's status (and end time when terminal) and tags.
