@@ -135,9 +135,9 @@ struct BaseArgs {
     /// Pretraining steps (the recipe's default otherwise).
     #[arg(long)]
     steps: Option<u64>,
-    /// The shipped text to train the tokenizer and the model on: the corpus (as the committed
-    /// base), or also the tax rulings and the hanja readings.
-    #[arg(long, value_enum, default_value = "corpus")]
+    /// The shipped text to train the tokenizer and the model on: the corpus, the tax rulings and
+    /// the hanja readings (as the committed base), or the corpus alone.
+    #[arg(long, value_enum, default_value = "all-shipped")]
     text: worker::lm::base::PretrainingText,
 }
 

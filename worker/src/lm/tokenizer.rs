@@ -12,8 +12,9 @@ use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::Split;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, Tokenizer, TokenizerBuilder};
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, SplitDelimiterBehavior, Tokenizer, TokenizerBuilder};
 
 use crate::data::jsonl::{Message, Role};
 
@@ -65,7 +66,7 @@ impl TextTokenizer {
     }
 
     /// Trains a byte-level BPE of `vocab_size` tokens on `texts`. Digits are split one by one
-    /// (as Qwen2 does) so number tasks see every digit.
+    /// (as Qwen2 does) so number tasks see every digit, and spaces are tokens of their own.
     pub fn train(texts: &[String], vocab_size: usize) -> Result<Self, TokenizerError> {
         let mut trainer = BpeTrainerBuilder::new()
             .show_progress(false)
@@ -74,7 +75,15 @@ impl TextTokenizer {
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .special_tokens(vec![AddedToken::from(END_OF_TEXT, true), AddedToken::from(IM_START, true), AddedToken::from(IM_END, true)])
             .build();
-        let pre = Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))]);
+        // A space is a token of its own rather than the start of the next word's token, so a word
+        // is the same tokens after a digit or at a line's start as after a space, and an answer
+        // can copy a word of its prompt token for token ("40개" → "마흔 개").
+        let spaces = Split::new(" ", SplitDelimiterBehavior::Isolated, false).map_err(|e| TokenizerError(e.to_string()))?;
+        let pre = Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            PreTokenizerWrapper::Split(spaces),
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+        ]);
         let mut tokenizer = TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
             .with_model(BPE::default())
             .with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre)))
@@ -130,5 +139,26 @@ impl TextTokenizer {
         mask.extend(std::iter::repeat_n(1.0, answer_ids.len()));
         ids.extend(answer_ids);
         (ids, mask)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trained_tokenizer_gives_a_word_the_same_tokens_after_a_space_and_after_a_digit() {
+        let texts: Vec<String> = ["사과 40개와 배 12개", "마흔 개를 샀다", "개 두 마리", "책 3권과 마흔 권"].iter().cycle().take(40).map(|s| s.to_string()).collect();
+        let tokenizer = TextTokenizer::train(&texts, 300).unwrap();
+        let space = tokenizer.encode(" ");
+        assert_eq!(space.len(), 1, "a space is one token");
+        let counter = tokenizer.encode("개");
+        let prompt = tokenizer.encode("40개");
+        let answer = tokenizer.encode("마흔 개");
+        assert!(prompt.ends_with(&counter), "{prompt:?} ends with {counter:?}");
+        assert!(answer.ends_with(&[space.as_slice(), counter.as_slice()].concat()), "{answer:?} ends with a space and {counter:?}");
+        // Digits stay one token each, and decoding gives the text back, spaces included.
+        assert_eq!(prompt.len(), 2 + counter.len());
+        assert_eq!(tokenizer.decode(&tokenizer.encode("마흔 개를  샀다")), "마흔 개를  샀다");
     }
 }
