@@ -167,11 +167,17 @@ mod tests {
 
     #[test]
     fn the_committed_recipe_is_the_default() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ko-tiny/recipe.json");
-        let committed = std::fs::read_to_string(path).expect("the committed recipe");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/ko-tiny");
+        let committed = std::fs::read_to_string(dir.join("recipe.json")).expect("the committed recipe");
         let recipe: BaseRecipe = serde_json::from_str(&committed).expect("the committed recipe parses");
         assert_eq!(recipe, BaseRecipe::default());
         assert_eq!(recipe.text, PretrainingText::AllShipped);
+
+        // Its tokenizer is today's: the counter an answer copies is the prompt's own tokens.
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json")).expect("the committed tokenizer");
+        let counter = tokenizer.encode("마리");
+        assert!(tokenizer.encode("40마리").ends_with(&counter));
+        assert!(tokenizer.encode("마흔 마리").ends_with(&[tokenizer.encode(" "), counter].concat()));
     }
 
     #[test]
