@@ -124,13 +124,13 @@ impl<B: Backend> ModuleMapper<B> for Unfreeze {
 /// Hugging Face folder to `out`; calls `progress(step, loss)` after each step. Returns the final
 /// loss.
 pub fn build_base<AB: AutodiffBackend>(out: &Path, recipe: &BaseRecipe, device: &AB::Device, mut progress: impl FnMut(u64, f64)) -> Result<f64, TrainError> {
-    let corpus = recipe.text.documents();
-    let tokenizer = TextTokenizer::train(&corpus, recipe.model.vocab_size)?;
+    let documents = recipe.text.documents();
+    let tokenizer = TextTokenizer::train(&documents, recipe.model.vocab_size)?;
     let mut config = recipe.model.clone();
     config.vocab_size = tokenizer.vocab_size();
-    // Windows of `seq_len + 1` tokens over the concatenated corpus (documents separated by <|endoftext|>).
+    // Windows of `seq_len + 1` tokens over the concatenated documents (separated by <|endoftext|>).
     let mut stream = Vec::new();
-    for text in &corpus {
+    for text in &documents {
         stream.extend(tokenizer.encode(text));
         stream.push(tokenizer.end_of_text);
     }
