@@ -65,9 +65,9 @@ pub fn hanja_pairs() -> Vec<(String, String)> {
 const READINGS_PER_DOCUMENT: usize = 64;
 
 /// Every Korean text shipped, as documents for a base's tokenizer and pretraining (what `worker
-/// base` trains the built-in base on by default): the corpus's paragraphs, each ruling as its question and answer, and the
-/// Hangul side of the hanja pairs (a character's meaning and sound, "여덟 팔", or a word's
-/// reading, "자외선등"), 64 to a document. The corpus alone is laws and rulings that write
+/// base` trains the built-in base on by default): the corpus's paragraphs, each ruling as its
+/// question and answer, and the Hangul side of the hanja pairs (a character's meaning and sound,
+/// "여덟 팔", or a word's reading, "자외선등"), 64 to a document. The corpus alone is laws and rulings that write
 /// numbers in digits, so a base on it alone barely sees syllables like 삼, 칠 or 여덟, and its
 /// tokenizer splits them into bytes.
 pub fn pretraining_texts() -> Vec<String> {
